@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Shared fixtures: a private pcscd with vpcd readers and a private session bus.
+
+Both are per pytest session. libpcsclite reads PCSCLITE_CSOCK_NAME once per process, so
+the pcscd fixture sets it before any test makes a PC/SC call, and hands the same
+environment to every subprocess (daemon, escctl, pkcs11-tool) a test starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from escd.sim.bus import PrivateBus
+from escd.sim.pcscd import PrivatePcscd
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reader", default=None, help="run hardware tests against this reader")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reader"):
+        return
+    skip = pytest.mark.skip(reason="hardware test: pass --reader NAME to run it")
+    for item in items:
+        if "hardware" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def pcscd() -> Iterator[PrivatePcscd]:
+    """A private pcscd whose two vpcd readers are free for simulated cards."""
+    daemon = PrivatePcscd(reader_name=f"escd test {os.getpid()}", log_apdus=True)
+    daemon.start()
+    os.environ.update(daemon.env)
+    yield daemon
+    daemon.close()
+
+
+@pytest.fixture(scope="session")
+def session_bus() -> Iterator[PrivateBus]:
+    """A private dbus-daemon; DBUS_SESSION_BUS_ADDRESS points at it for the whole session."""
+    bus = PrivateBus()
+    bus.start()
+    previous = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    os.environ.update(bus.env)
+    yield bus
+    bus.close()
+    if previous is None:
+        os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    else:
+        os.environ["DBUS_SESSION_BUS_ADDRESS"] = previous
