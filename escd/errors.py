@@ -29,8 +29,10 @@ PIN, a password or APDU data.
     ├── NoAgentError                          Error.NoAgent              local 8
     ├── CanceledError                         Error.Canceled             local 8
     ├── PromptTimeoutError                    Error.Timeout              local 8
+    ├── StateFileError (path)                 Error.Internal
     ├── NetworkError                          Error.Network              local 47
     │   ├── TlsUntrustedError (fingerprint)   Error.TlsUntrusted         local 47
+    │   ├── InsecureUrlError (url)            Error.Network              local 47
     │   ├── HttpStatusError (status)          Error.Network              local 28
     │   ├── ConnectionLostError               Error.Network              local 28
     │   └── MessageTimeoutError               Error.Timeout              local 28
@@ -193,6 +195,15 @@ class PromptTimeoutError(EscdError):
     local_status = 8
 
 
+class StateFileError(EscdError):
+    """escd could not write one of its state files; the previous version is kept."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class NetworkError(EscdError):
     """The server could not be reached."""
 
@@ -213,6 +224,15 @@ class TlsUntrustedError(NetworkError):
         self.host = host
         self.port = port
         self.fingerprint = fingerprint
+        self.reason = reason
+
+
+class InsecureUrlError(NetworkError):
+    """A URL would be used over plain http, which the configuration does not allow for it."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"refusing {url}: {reason}")
+        self.url = url
         self.reason = reason
 
 
