@@ -1,0 +1,132 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``io.github.escd.Escd1.Token``, one object per present token at ``…/token/<id>``.
+
+Its properties mirror one ``TokenRecord`` of the registry; ``update`` swaps the record
+and emits ``PropertiesChanged`` for exactly the properties that changed (``Certificates``
+is announced as invalidated, per its ``EmitsChangedSignal`` annotation). Methods call
+the daemon's application services (``TokenActions``). No secret is ever a property.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from dbus_fast.annotations import DBusInt32, DBusObjectPath, DBusStr, DBusUInt32
+from dbus_fast.constants import PropertyAccess
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+from escd.dbus_service.errors import translate_errors
+from escd.dbus_service.names import ANNOTATION_EMITS_CHANGED, TOKEN_INTERFACE
+from escd.dbus_service.variants import (
+    DBusUIntPair,
+    DBusVarDictList,
+    DBusVoid,
+    to_vardict,
+)
+from escd.model import CertificateInfo
+from escd.tokens import TokenRecord
+
+
+class TokenActions(Protocol):
+    async def refresh_token(self, token_id: str) -> None:
+        """Read the token's card again; raises ``NoSuchTokenError``, ``CardRemovedError``…"""
+        ...
+
+
+#: Registry field (``TokenChanged.changed``) → the property that shows it.
+PROPERTY_OF_FIELD = {
+    "reader": "Reader",
+    "info.cuid": "Cuid",
+    "info.atr": "Atr",
+    "info.applet": "Applet",
+    "info.applet_version": "AppletVersion",
+    "info.state": "State",
+    "info.phone_home_url": "PhoneHomeUrl",
+    "info.pin_tries_left": "PinTriesLeft",
+    "info.certificates": "Certificates",
+}
+INVALIDATED_PROPERTIES = frozenset({"Certificates"})
+
+
+def certificate_dict(cert: CertificateInfo) -> dict[str, object]:
+    return {
+        "subject": cert.subject,
+        "issuer": cert.issuer,
+        "serial": cert.serial,
+        "not_before": int(cert.not_before.timestamp()),
+        "not_after": int(cert.not_after.timestamp()),
+        "sha256": cert.sha256,
+        "label": cert.label,
+    }
+
+
+class TokenInterface(ServiceInterface):
+    def __init__(
+        self,
+        record: TokenRecord,
+        reader_path: Callable[[str], str],
+        actions: TokenActions,
+    ) -> None:
+        super().__init__(TOKEN_INTERFACE)
+        self._record = record
+        self._reader_path = reader_path
+        self._actions = actions
+
+    @property
+    def record(self) -> TokenRecord:
+        return self._record
+
+    def update(self, record: TokenRecord, changed: frozenset[str]) -> None:
+        self._record = record
+        names = sorted({PROPERTY_OF_FIELD[f] for f in changed if f in PROPERTY_OF_FIELD})
+        values = {name: getattr(self, name) for name in names if name not in INVALIDATED_PROPERTIES}
+        invalidated = [name for name in names if name in INVALIDATED_PROPERTIES]
+        if values or invalidated:
+            self.emit_properties_changed(values, invalidated)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Cuid(self) -> DBusStr:
+        return self._record.cuid
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Reader(self) -> DBusObjectPath:
+        return self._reader_path(self._record.reader)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Atr(self) -> DBusStr:
+        return self._record.info.atr.hex()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Applet(self) -> DBusUInt32:
+        return int(self._record.info.applet)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def AppletVersion(self) -> DBusUIntPair:
+        major, minor = self._record.info.applet_version
+        return (major, minor)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def State(self) -> DBusUInt32:
+        return int(self._record.info.state)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def PhoneHomeUrl(self) -> DBusStr:
+        return self._record.info.phone_home_url
+
+    @dbus_property(access=PropertyAccess.READ)
+    def PinTriesLeft(self) -> DBusInt32:
+        return self._record.info.pin_tries_left
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Certificates(self) -> DBusVarDictList:
+        return [to_vardict(certificate_dict(cert)) for cert in self._record.info.certificates]
+
+    @dbus_method()
+    @translate_errors
+    async def Refresh(self) -> DBusVoid:
+        await self._actions.refresh_token(self._record.token_id)
+
+
+# dbus-fast builds property introspection without annotations; add the contract's one.
+TokenInterface.Certificates.introspection.annotations[ANNOTATION_EMITS_CHANGED] = "invalidates"
