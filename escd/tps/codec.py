@@ -418,7 +418,7 @@ def _decode_parameter(text: str, where: str) -> AuthParameter:
         id=ident,
         name=values.get("name", ""),
         description=values.get("desc", ""),
-        type=values.get("type") or "string",
+        type=values.get("type", "string"),
         option=values.get("option", ""),
     )
 

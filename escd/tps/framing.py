@@ -82,6 +82,8 @@ class MessageFramer:
                 raise RemoteTpsProtocolError(
                     f"message does not start with 's=' (byte {index} is {buffer[index]:#04x})"
                 )
+        if len(buffer) < len(_PREFIX):
+            return None
         amp = len(_PREFIX)
         while amp < len(buffer) and _DIGIT_FIRST <= buffer[amp] <= _DIGIT_LAST:
             amp += 1
