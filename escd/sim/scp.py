@@ -437,10 +437,11 @@ def _decrypt_data(protocol: ScpProtocol, session: SessionKeys, enc: bytes) -> by
         raise ScpMacError("C-DEC padding is missing") from err
 
 
-def _mac_input(cla: int, ins: int, p1: int, p2: int, plain: bytes) -> bytes:
+def _mac_input(command: CommandApdu, plain: bytes) -> bytes:
     # The MAC covers the modified header (CLA with the SM bit, Lc counting the MAC) and
     # the *unencrypted* data, for SCP01 and SCP02 alike (§5.4, §5.5).
-    return bytes((cla | 0x04, ins, p1, p2, len(plain) + BLOCK)) + plain
+    header = (command.cla | 0x04, command.ins, command.p1, command.p2, len(plain) + BLOCK)
+    return bytes(header) + plain
 
 
 class SecureChannelHost:
@@ -509,10 +510,7 @@ class SecureChannelHost:
             raise ScpError("EXTERNAL AUTHENTICATE has not been sent")
         protocol = response.protocol
         icv = _chained_icv(protocol, session, self._icv)
-        mac = _mac(
-            protocol, session, _mac_input(command.cla, command.ins, command.p1, command.p2,
-                                          command.data), icv,
-        )  # fmt: skip
+        mac = _mac(protocol, session, _mac_input(command, command.data), icv)
         self._icv = mac
         if encrypt is None:
             encrypt = self.level is SecurityLevel.C_DEC_C_MAC
@@ -634,10 +632,7 @@ class SecureChannelCard:
             # at either level (tps-server-flows §8 item 3: "accept what Dogtag sends").
             plain = body
         icv = _chained_icv(self.protocol, session, self._icv)
-        expected = _mac(
-            self.protocol, session, _mac_input(command.cla, command.ins, command.p1, command.p2,
-                                               plain), icv,
-        )  # fmt: skip
+        expected = _mac(self.protocol, session, _mac_input(command, plain), icv)
         if not hmac.compare_digest(expected, mac):
             raise ScpMacError("C-MAC does not verify")
         self._icv = mac
