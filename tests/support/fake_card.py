@@ -70,8 +70,12 @@ class FakeCard:
     atr_bytes: bytes = COOLKEY_ATR
     #: Answer data as 61xx in chunks of this size (real card managers on T=0, §7 item 5).
     response_chunk: int | None = None
+    #: libckyapplet's empty SELECT selects the card manager (Cyberflex); some cards refuse it.
+    empty_select_ok: bool = True
     #: Raise CardRemovedError on this APDU (1-based) and every later one.
     remove_at: int | None = None
+    #: Replace the answer to APDU n (1-based) with these bytes (a line glitch).
+    corrupt: dict[int, bytes] = field(default_factory=dict)
     log: list[bytes] = field(default_factory=list)
     selected: str = "cm"
     _list_position: int = 0
@@ -90,6 +94,10 @@ class FakeCard:
         self.log.append(apdu)
         if self.remove_at is not None and len(self.log) >= self.remove_at:
             raise CardRemovedError()
+        answer = self._transmit(apdu)
+        return self.corrupt.get(len(self.log), answer)
+
+    def _transmit(self, apdu: bytes) -> bytes:
         if apdu[:2] == b"\x00\xc0" and self._pending:
             wanted = apdu[4] or 256
             return self._answer(self._pending[:wanted], self._pending[wanted:])
@@ -122,6 +130,8 @@ class FakeCard:
         if command.data == Aid.COOLKEY.value and self.applet is not None:
             self.selected = "applet"
             return OK
+        if not command.data and not self.empty_select_ok:
+            return sw(0x6A82)
         if command.data in CARD_MANAGER_AIDS and self.cplc is not None:
             self.selected = "cm"
             return OK
