@@ -38,7 +38,13 @@ from pathlib import Path
 from escd.config import PhoneHomeConfig, state_dir
 from escd.errors import InvalidArgumentError, PhoneHomeError, StateFileError
 from escd.phonehome.parser import PhoneHomeInfo, build_info, url_problem
-from escd.statefile import read_json, remove_stale_temp_files, set_aside, write_json_atomic
+from escd.statefile import (
+    BeforeReplace,
+    read_json,
+    remove_stale_temp_files,
+    set_aside,
+    write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -215,8 +221,10 @@ def check_token_id(token_id: str) -> str:
 class TokenStore:
     """The per-token files in one directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, before_replace: BeforeReplace | None = None) -> None:
         self.directory = directory
+        # Only tests pass this: it runs between writing a file and renaming it into place.
+        self._before_replace = before_replace
         # One read-modify-write at a time, so two updates to one token cannot lose either.
         self._lock = threading.Lock()
 
@@ -337,7 +345,9 @@ class TokenStore:
             current = self._read(token_id) or TokenRecord(token_id)
             updated = change(current)
             if updated != current:
-                write_json_atomic(self._path(token_id), _to_json(updated))
+                write_json_atomic(
+                    self._path(token_id), _to_json(updated), before_replace=self._before_replace
+                )
             return updated
 
     def _read(self, token_id: str) -> TokenRecord | None:
