@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum, unique
+from enum import Enum, StrEnum, unique
 
 from escd.tokens import (
     PcscStateChanged,
@@ -49,6 +49,10 @@ class EventRecord:
     reader: str = ""
 
 
+def _name(value: Enum) -> str:
+    return value.name.lower().replace("_", "-")
+
+
 class EventRing:
     """The last ``size`` events, oldest first."""
 
@@ -80,7 +84,7 @@ class EventRing:
         """Registry subscriber: keep the events a support engineer would ask about."""
         match event:
             case PcscStateChanged(state=state):
-                self.record(EventKind.PCSC, f"PC/SC service: {state.name.lower()}")
+                self.record(EventKind.PCSC, f"PC/SC service: {_name(state)}")
             case ReaderAppeared(reader=reader):
                 self.record(EventKind.READER_ADDED, "reader added", reader=reader.name)
             case ReaderGone(reader=reader):
@@ -88,12 +92,12 @@ class EventRing:
             case ReaderChanged(reader=reader, changed=changed) if "state" in changed:
                 self.record(
                     EventKind.READER_STATE,
-                    f"reader state: {reader.state.name.lower()}",
+                    f"reader state: {_name(reader.state)}",
                     reader=reader.name,
                 )
             case TokenAppeared(token=token):
                 info = token.info
-                text = f"token inserted: {info.state.name.lower()}"
+                text = f"token inserted: {_name(info.state)}"
                 if info.problem:
                     text += f" ({info.problem})"
                 self.record(

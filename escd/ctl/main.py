@@ -1,0 +1,154 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``escctl``: the command-line frontend of escd. It only ever talks to the daemon over D-Bus.
+
+    escctl list [--json]           the tokens present, one line each
+    escctl info [TOKEN] [--json]   one token (CUID, unique CUID prefix or reader name;
+                                   optional when exactly one token is present)
+    escctl watch [--json]          insertions, removals and state changes as they happen
+
+Exit codes: 0 success, 1 the daemon refused the request, 2 usage error, 3 the daemon is
+not reachable (no session bus, or escd neither running nor activatable), 4 no such token
+(unknown, ambiguous, or none present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from dbus_fast import DBusError
+
+from escd import __version__
+from escd.ctl import output
+from escd.ctl.client import DaemonUnreachableError, EscdClient, Snapshot
+from escd.dbus_service.names import ERROR_NO_SUCH_TOKEN
+from escd.readers import PcscState
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+EXIT_NO_TOKEN = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="escctl",
+        description="Command-line frontend of escd, the smart-card token daemon.",
+    )
+    parser.add_argument("--version", action="version", version=f"escctl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    listing = commands.add_parser("list", help="list the tokens present")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    info = commands.add_parser("info", help="show one token")
+    info.add_argument(
+        "token",
+        nargs="?",
+        default="",
+        metavar="TOKEN",
+        help="CUID, unique CUID prefix or reader name (optional with one token present)",
+    )
+    info.add_argument("--json", action="store_true", help="print JSON")
+    watch = commands.add_parser("watch", help="print token changes as they happen")
+    watch.add_argument("--json", action="store_true", help="print JSON lines")
+    return parser
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _complain(text: str) -> None:
+    print(f"escctl: {text}", file=sys.stderr, flush=True)
+
+
+def _pcsc_warning(snapshot: Snapshot) -> None:
+    state = snapshot.manager.pcsc_state
+    if state is PcscState.SERVICE_UNAVAILABLE:
+        _complain("warning: pcscd is not available; no card can be seen")
+    elif state is PcscState.ACCESS_DENIED:
+        _complain("warning: pcscd refused escd access (polkit); no card can be seen")
+    elif state is PcscState.NO_READERS:
+        _complain("warning: no card reader is connected")
+
+
+async def _list(client: EscdClient, args: argparse.Namespace) -> int:
+    snapshot = await client.snapshot()
+    if args.json:
+        _say(output.list_json(snapshot))
+        return EXIT_OK
+    _pcsc_warning(snapshot)
+    if not snapshot.tokens:
+        _say("no token present")
+        return EXIT_OK
+    _say(output.list_text(snapshot))
+    return EXIT_OK
+
+
+async def _info(client: EscdClient, args: argparse.Namespace) -> int:
+    path = await client.find_token(args.token)
+    snapshot = await client.snapshot()
+    token = snapshot.tokens.get(path)
+    if token is None:  # removed between the two calls
+        _complain("the token was removed")
+        return EXIT_NO_TOKEN
+    _say(output.info_json(token) if args.json else output.info_text(token))
+    return EXIT_OK
+
+
+async def _watch(client: EscdClient, args: argparse.Namespace) -> int:
+    async for event in client.watch():
+        if event.kind == "subscribed":
+            if not args.json:
+                _say("watching escd; press Ctrl+C to stop")
+            continue
+        _say(output.json_line(event) if args.json else output.watch_text(event))
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[EscdClient, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "list": _list,
+    "info": _info,
+    "watch": _watch,
+}
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        client = await EscdClient.connect()
+    except DaemonUnreachableError as exc:
+        _complain(str(exc))
+        return EXIT_NO_DAEMON
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        return await _COMMANDS[args.command](client, args)
+    except DaemonUnreachableError as exc:
+        _complain(str(exc))
+        return EXIT_NO_DAEMON
+    except DBusError as exc:
+        _complain(exc.text or exc.type)
+        return EXIT_NO_TOKEN if exc.type == ERROR_NO_SUCH_TOKEN else EXIT_FAILED
+    except asyncio.CancelledError:
+        return EXIT_OK
+    finally:
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

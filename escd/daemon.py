@@ -1,0 +1,325 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The composition root: builds every concrete object, wires the ports, runs the daemon.
+
+``run_daemon`` loads the configuration (a broken file stops the start with one line
+naming the file, the key and what was expected), sets up logging, and runs ``Daemon``.
+``Daemon.run`` connects to the session bus, exports the object tree, takes the bus name
+(a second instance refuses with a clear message), starts the reader watcher, tells
+systemd ``READY=1``, and then waits for SIGTERM/SIGINT or the loss of the bus. SIGHUP
+and ``Manager.ReloadConfiguration`` share ``reload_configuration``: a bad new file keeps
+the old configuration and says why.
+
+This is the only module that knows the concrete classes (pyscard backend, dbus-fast
+bus, identification); everything else receives what it needs through its constructor.
+Later services (jobs and agents, phone home) are built and wired here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import signal
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from dbus_fast import DBusError
+from dbus_fast.constants import MessageType, NameFlag, RequestNameReply
+from dbus_fast.message import Message
+from systemd.daemon import notify as sd_notify
+
+from escd import __version__
+from escd.card.identify import identify
+from escd.cardwatch import CardWatcher
+from escd.config import Config, config_paths, load_config
+from escd.dbus_service.names import BUS_NAME, DBUS_INTERFACE, DBUS_NAME, DBUS_PATH
+from escd.dbus_service.objectmanager import ObjectManagerBus
+from escd.dbus_service.service import EscdService
+from escd.diagnostics import build_report
+from escd.errors import ConfigError
+from escd.events import EventKind, EventRing
+from escd.logsetup import LogSetup
+from escd.readers import ReaderBackend
+from escd.tokens import RegistryEvent, TokenRegistry
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+#: Another escd owns the bus name.
+EXIT_ALREADY_RUNNING = 3
+#: No session bus to connect to (sysexits EX_UNAVAILABLE).
+EXIT_NO_BUS = 69
+#: The configuration is invalid (sysexits EX_CONFIG; the unit does not restart on it).
+EXIT_CONFIG = 78
+
+#: ``Manager.Features``: only what this build implements.
+FEATURES: tuple[str, ...] = ()
+
+DEFAULT_DIAGNOSTIC_LOG_LINES = 100
+
+_COMPONENTS = ("pyscard", "dbus-fast", "cryptography", "PyYAML", "systemd-python")
+
+
+def _fail(message: str) -> None:
+    """A fatal start-up problem: one line on stderr, never a traceback."""
+    print(f"escd: {message}", file=sys.stderr, flush=True)
+
+
+def notify(state: str) -> None:
+    """sd_notify, tolerating a missing or stale ``NOTIFY_SOCKET`` (test-environment §6)."""
+    try:
+        sd_notify(state)
+    except OSError as exc:
+        logger.debug("sd_notify(%s) failed: %s", state.splitlines()[0], exc)
+
+
+def component_versions() -> dict[str, str]:
+    versions = {"escd": __version__, "python": platform.python_version()}
+    for name in _COMPONENTS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def load_configuration(files: list[Path] | None) -> Config:
+    """Load the given files (each must exist) or the default system and user files."""
+    if files:
+        for path in files:
+            if not path.is_file():
+                raise ConfigError(str(path), "", "no such file")
+    return load_config(files)
+
+
+def _default_backend(config: Config) -> ReaderBackend:
+    from escd.pcsc.backend import PcscReaderBackend
+    from escd.pcsc.connection import PcscCardSession
+
+    return PcscReaderBackend(config.pcsc, PcscCardSession.open)
+
+
+class Daemon:
+    """One escd instance on one bus; also the application service the D-Bus objects call."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_files: list[Path] | None = None,
+        log_level: str | None = None,
+        logs: LogSetup | None = None,
+        backend: ReaderBackend | None = None,
+        bus_address: str | None = None,
+    ) -> None:
+        self._config = config
+        self._config_files = config_files
+        self._log_level = log_level
+        self._logs = logs if logs is not None else LogSetup(config.diagnostics.event_ring_size)
+        self._backend = backend if backend is not None else _default_backend(config)
+        self._bus_address = bus_address
+        self._versions = component_versions()
+        self.registry = TokenRegistry()
+        self.ring = EventRing(config.diagnostics.event_ring_size, clock=time.time)
+        self.registry.subscribe(self.ring.observe)
+        self._watcher: CardWatcher | None = None
+        self._service: EscdService | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._status = ""
+        self.ready = asyncio.Event()
+
+    # -- ServiceActions ----------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return FEATURES
+
+    def diagnostics(self, log_lines: int | None, as_text: bool) -> dict[str, object]:
+        lines = DEFAULT_DIAGNOSTIC_LOG_LINES if log_lines is None else log_lines
+        return build_report(
+            self.registry,
+            self.ring.recent(),
+            self._logs.ring.lines(lines) if lines else [],
+            self._versions,
+            [str(path) for path in self._existing_config_files()],
+            as_text=as_text,
+        )
+
+    def reload_configuration(self) -> None:
+        """Re-read the configuration (SIGHUP and ``ReloadConfiguration``)."""
+        try:
+            new = load_configuration(self._config_files)
+        except ConfigError as exc:
+            logger.warning("configuration not reloaded, keeping the old one: %s", exc.message)
+            self.ring.record(EventKind.CONFIG, f"reload refused: {exc.message}")
+            raise
+        old, self._config = self._config, new
+        self._logs.apply(new.log, self._log_level)
+        self._logs.ring.resize(new.diagnostics.event_ring_size)
+        self.ring.resize(new.diagnostics.event_ring_size)
+        update = getattr(self._backend, "update_config", None)
+        if update is not None:
+            update(new.pcsc)
+        if self._watcher is not None:
+            self._watcher.identify_timeout = new.pcsc.identify_timeout
+        if self._service is not None:
+            self._service.config_changed(old, new)
+        self.ring.record(EventKind.CONFIG, "configuration reloaded")
+        logger.info("configuration reloaded")
+
+    async def refresh_token(self, token_id: str) -> None:
+        if self._watcher is None:
+            raise RuntimeError("refresh before the watcher started")
+        await self._watcher.refresh_token(token_id)
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    def _reload_on_signal(self) -> None:
+        logger.info("SIGHUP: reloading the configuration")
+        try:
+            self.reload_configuration()
+        except ConfigError:
+            pass  # logged and recorded by reload_configuration; keep running
+
+    def _existing_config_files(self) -> list[Path]:
+        files = self._config_files if self._config_files else config_paths()
+        return [path for path in files if path.is_file()]
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        try:
+            return await self._run()
+        finally:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+
+    async def _run(self) -> int:
+        try:
+            bus = ObjectManagerBus(bus_address=self._bus_address)
+            await bus.connect()
+        except Exception as exc:  # dbus-fast raises OSError, AuthError, InvalidAddressError…
+            _fail(f"cannot connect to the session bus: {exc or exc.__class__.__name__}")
+            return EXIT_NO_BUS
+        try:
+            return await self._serve(bus)
+        finally:
+            bus.disconnect()
+
+    async def _serve(self, bus: ObjectManagerBus) -> int:
+        assert self._stop_requested is not None
+        async with asyncio.TaskGroup() as tasks:
+            self._service = EscdService(bus, self.registry, self)
+            self._service.start()
+            refused = await self._own_name(bus)
+            if refused is not None:
+                return refused
+            self._watcher = CardWatcher(
+                self._backend,
+                self.registry,
+                identify,
+                tasks.create_task,
+                identify_timeout=self._config.pcsc.identify_timeout,
+            )
+            self.registry.subscribe(self._update_status)
+            self._watcher.start()
+            self._status = self._status_text()
+            notify(f"READY=1\nSTATUS={self._status}")
+            self.ring.record(EventKind.DAEMON, f"escd {__version__} started")
+            logger.info("escd %s is ready on the session bus as %s", __version__, BUS_NAME)
+            self.ready.set()
+            stop = tasks.create_task(self._stop_requested.wait())
+            lost = tasks.create_task(self._watch_bus(bus))
+            await asyncio.wait({stop, lost}, return_when=asyncio.FIRST_COMPLETED)
+            bus_lost = lost.done()
+            notify("STOPPING=1")
+            logger.info("escd is stopping" if not bus_lost else "lost the session bus; exiting")
+            self._watcher.stop()
+            stop.cancel()
+            lost.cancel()
+        return EXIT_FAILURE if bus_lost else EXIT_OK
+
+    async def _own_name(self, bus: ObjectManagerBus) -> int | None:
+        """Take the bus name; the exit code when that is impossible."""
+        try:
+            reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        except DBusError as exc:
+            _fail(f"cannot own {BUS_NAME} on the session bus: {exc.text}")
+            return EXIT_FAILURE
+        if reply in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            return None
+        _fail(
+            f"escd is already running on this session bus ({await self._owner(bus)} owns "
+            f"{BUS_NAME}); not starting a second instance"
+        )
+        return EXIT_ALREADY_RUNNING
+
+    @staticmethod
+    async def _owner(bus: ObjectManagerBus) -> str:
+        """``pid N`` of the current owner of the bus name, for the refusal message."""
+        reply = await bus.call(
+            Message(
+                destination=DBUS_NAME,
+                path=DBUS_PATH,
+                interface=DBUS_INTERFACE,
+                member="GetConnectionUnixProcessID",
+                signature="s",
+                body=[BUS_NAME],
+            )
+        )
+        if reply is not None and reply.message_type is MessageType.METHOD_RETURN:
+            return f"pid {reply.body[0]}"
+        return "another process"
+
+    @staticmethod
+    async def _watch_bus(bus: ObjectManagerBus) -> None:
+        try:
+            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # the reason is logged; the daemon exits non-zero
+            logger.error("the session bus connection ended: %s", exc or exc.__class__.__name__)
+
+    def _status_text(self) -> str:
+        readers = len(self.registry.readers())
+        tokens = len(self.registry.tokens())
+        return (
+            f"pcscd {self.registry.pcsc_state.name.lower().replace('_', ' ')}; "
+            f"{readers} reader{'s' if readers != 1 else ''}; "
+            f"{tokens} token{'s' if tokens != 1 else ''}"
+        )
+
+    def _update_status(self, _event: RegistryEvent) -> None:
+        text = self._status_text()
+        if text != self._status:
+            self._status = text
+            notify(f"STATUS={text}")
+
+
+def run_daemon(config_files: list[Path] | None, log_level: str | None) -> int:
+    """``escd`` without a command: run in the foreground until SIGTERM."""
+    try:
+        config = load_configuration(config_files)
+    except ConfigError as exc:
+        _fail(f"invalid configuration: {exc.message}")
+        return EXIT_CONFIG
+    logs = LogSetup(config.diagnostics.event_ring_size)
+    logs.apply(config.log, log_level)
+    daemon = Daemon(config, config_files=config_files, log_level=log_level, logs=logs)
+    try:
+        return asyncio.run(daemon.run())
+    finally:
+        logs.close()
