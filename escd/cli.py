@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="read every card present directly over PC/SC (no daemon needed)",
         description="Read every card present directly over PC/SC and print what escd "
         "knows about it. Needs no daemon and no bus.",
+        epilog="exit status: 0 when pcscd answered (also with no reader or no card; a card "
+        "that cannot be read is reported, not an error), 1 when --reader names no reader, "
+        "2 when pcscd is not available",
     )
     probe.add_argument("--reader", metavar="NAME", help="only this reader")
     probe.add_argument("--json", action="store_true", help="print JSON instead of a table")
