@@ -120,3 +120,12 @@ class ManagerInterface(ServiceInterface):
             changed["Policy"] = to_vardict(policy_of(new))
         if changed:
             self.emit_properties_changed(changed)
+
+
+def _name_result(method: object, name: str) -> None:
+    """dbus-fast leaves out-arguments unnamed; name them for introspection and the docs."""
+    method.__dict__["__DBUS_METHOD"].introspection.out_args[0].name = name
+
+
+_name_result(ManagerInterface.GetDiagnostics, "report")
+_name_result(ManagerInterface.FindToken, "token")
