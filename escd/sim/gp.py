@@ -158,8 +158,9 @@ class CardManager:
             )
         else:
             raise SwError(StatusWord.REFERENCED_DATA_NOT_FOUND)
-        # A wrong explicit Le gets 6Cxx, as the TPS expects and retries (§1.2 rows 2-5).
-        if command.le is not None and command.le not in (256, len(data)):
+        # An explicit Le too short for the data gets 6Cxx, which the TPS answers by
+        # re-sending with that Le (tps-server-flows §1.2 rows 3-5); a longer Le is fine.
+        if command.le is not None and command.le < len(data):
             raise SwError(0x6C00 | len(data))
         return data
 
