@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from escd.card.identify import identify
-from escd.errors import CardError, CardRemovedError
+from escd.errors import CardError, CardRemovedError, PcscAccessDeniedError, PcscUnavailableError
 from escd.model import AppletKind, TokenInfo, TokenState
-from escd.pcsc.connection import PcscCardSession
+from escd.pcsc.connection import PcscCallError, PcscCardSession, error_for
 from escd.sim.card import SimulatedCard, blank_card, enrolled_card, formatted_card
 from escd.sim.pcscd import PrivatePcscd
 from escd.sim.state import CardState
@@ -182,3 +182,61 @@ def test_probe_without_pcscd_exits_2_with_one_line(tmp_path: Path) -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("escd probe: pcscd is not available")
+
+
+# -- the PC/SC session itself -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        (0x80100069, CardRemovedError),  # SCARD_W_REMOVED_CARD
+        (0x80100068, CardRemovedError),  # SCARD_W_RESET_CARD
+        (0x8010000C, CardRemovedError),  # SCARD_E_NO_SMARTCARD
+        (0x80100069 - (1 << 32), CardRemovedError),  # as pyscard may hand it out: negative
+        (0x8010001D, PcscUnavailableError),  # SCARD_E_NO_SERVICE
+        (0x80100013, PcscUnavailableError),  # SCARD_F_COMM_ERROR
+        (0x8010001E, PcscUnavailableError),  # SCARD_E_SERVICE_STOPPED
+        (0x80100027, PcscAccessDeniedError),  # SCARD_E_NO_ACCESS
+        (0x8010006A, PcscAccessDeniedError),  # SCARD_W_SECURITY_VIOLATION
+        (0x8010000B, CardError),  # SCARD_E_SHARING_VIOLATION
+        (0x80100066, CardError),  # SCARD_W_UNRESPONSIVE_CARD
+    ],
+)
+def test_pcsc_codes_map_to_our_errors(code: int, error: type[Exception]) -> None:
+    mapped = error_for(code, "doing something")
+    assert type(mapped) is error
+    assert str(mapped).startswith("doing something: ")
+
+
+def test_connecting_to_an_empty_reader_is_card_removed(pcscd: PrivatePcscd) -> None:
+    with pytest.raises(CardRemovedError):
+        PcscCardSession.open(pcscd.readers[0])
+
+
+def test_connecting_to_an_unknown_reader_is_a_card_error(pcscd: PrivatePcscd) -> None:
+    with pytest.raises(CardError) as caught:
+        PcscCardSession.open("no such reader")
+    assert not isinstance(caught.value, CardRemovedError)
+    assert isinstance(caught.value.__cause__, PcscCallError)
+
+
+def test_session_transacts_resets_and_closes(pcscd: PrivatePcscd, plug: Plug) -> None:
+    state = formatted_card()
+    plug(state, 0)
+    reader = pcscd.readers[0]
+    session = PcscCardSession.open(reader)
+    assert session.reader == reader
+    assert session.atr == state.atr
+    session.begin_transaction()
+    assert session.transmit(bytes.fromhex("00A4040007627601FF000000")) == b"\x90\x00"
+    assert session.transmit(bytes.fromhex("B0F2000001")) == b"\x07\x90\x00"
+    session.end_transaction()
+    # After a warm reset the card manager is selected again: CoolKey commands get 6E00.
+    session.reset()
+    assert session.atr == state.atr
+    assert session.transmit(bytes.fromhex("B0F2000001")) == b"\x6e\x00"
+    session.close()
+    session.close()
+    with pytest.raises(CardError, match="closed"):
+        session.transmit(bytes.fromhex("B0F2000001"))
