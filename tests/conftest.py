@@ -9,12 +9,15 @@ environment to every subprocess (daemon, escctl, pkcs11-tool) a test starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from escd.sim.bus import PrivateBus
+from escd.sim.card import SimulatedCard, enrolled_card
 from escd.sim.pcscd import PrivatePcscd
+from escd.sim.state import CardState
+from escd.sim.vpcd import VpcdCard
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,3 +56,22 @@ def session_bus() -> Iterator[PrivateBus]:
         os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
     else:
         os.environ["DBUS_SESSION_BUS_ADDRESS"] = previous
+
+
+@pytest.fixture
+def vpcd_card(pcscd: PrivatePcscd) -> Iterator[Callable[..., VpcdCard]]:
+    """Factory: ``vpcd_card(slot, state)`` plugs a simulated card into a vpcd slot.
+
+    The card is not inserted yet; call ``insert()``. Every card is pulled at teardown.
+    ``state`` defaults to a freshly enrolled token.
+    """
+    cards: list[VpcdCard] = []
+
+    def make(slot: int = 0, state: CardState | None = None) -> VpcdCard:
+        card = VpcdCard(SimulatedCard(state or enrolled_card()), pcscd.port_for(slot))
+        cards.append(card)
+        return card
+
+    yield make
+    for card in cards:
+        card.remove()
