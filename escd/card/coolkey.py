@@ -410,16 +410,19 @@ class CoolKeySession:
         """
         self._send(select_coolkey(), "SELECT CoolKey")
 
-    def select_card_manager(self) -> None:
-        """Select the card manager: the empty select first (ESC), then by AID (OpenSC)."""
+    def read_cplc(self) -> Cplc:
+        """Select the card manager and read the CPLC (the applet is deselected).
+
+        The empty SELECT picks the *default* application, which is the card manager on
+        CoolKey cards but need not be elsewhere; when GET DATA fails after it, the card
+        manager is selected by AID and asked again, as OpenSC does.
+        """
         try:
             self._send(select_card_manager(), "SELECT card manager")
-        except ApduError:
-            self._send(select_card_manager(Aid.CARD_MANAGER.value), "SELECT card manager")
-
-    def read_cplc(self) -> Cplc:
-        """Select the card manager and read the CPLC (the applet is deselected)."""
-        self.select_card_manager()
+            return Cplc.decode(self._send(get_cplc(), "GET DATA CPLC"))
+        except (ApduError, MalformedResponseError):
+            pass
+        self._send(select_card_manager(Aid.CARD_MANAGER.value), "SELECT card manager")
         return Cplc.decode(self._send(get_cplc(), "GET DATA CPLC"))
 
     def read_life_cycle(self) -> LifeCycleInfo:

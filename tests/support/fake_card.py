@@ -70,8 +70,9 @@ class FakeCard:
     atr_bytes: bytes = COOLKEY_ATR
     #: Answer data as 61xx in chunks of this size (real card managers on T=0, §7 item 5).
     response_chunk: int | None = None
-    #: libckyapplet's empty SELECT selects the card manager (Cyberflex); some cards refuse it.
-    empty_select_ok: bool = True
+    #: What libckyapplet's empty SELECT does: selects the card manager ("cm", Cyberflex),
+    #: is refused ("refused"), or selects another default application ("other").
+    empty_select: str = "cm"
     #: Raise CardRemovedError on this APDU (1-based) and every later one.
     remove_at: int | None = None
     #: Replace the answer to APDU n (1-based) with these bytes (a line glitch).
@@ -130,8 +131,11 @@ class FakeCard:
         if command.data == Aid.COOLKEY.value and self.applet is not None:
             self.selected = "applet"
             return OK
-        if not command.data and not self.empty_select_ok:
+        if not command.data and self.empty_select == "refused":
             return sw(0x6A82)
+        if not command.data and self.empty_select == "other":
+            self.selected = "other"
+            return OK
         if command.data in CARD_MANAGER_AIDS and self.cplc is not None:
             self.selected = "cm"
             return OK

@@ -243,10 +243,13 @@ def test_cplc_is_read_through_61xx_get_response() -> None:
     assert [apdu.hex().upper() for apdu in card.log] == ["00A4040000", "80CA9F7F2D", "00C000001D"]
 
 
-def test_card_manager_is_selected_by_aid_when_the_empty_select_is_refused() -> None:
-    card = FakeCard(empty_select_ok=False)
+@pytest.mark.parametrize("empty_select", ["refused", "other"])
+def test_card_manager_is_selected_by_aid_when_the_empty_select_does_not_reach_it(
+    empty_select: str,
+) -> None:
+    card = FakeCard(empty_select=empty_select)
     assert CoolKeySession(card).read_cplc().msn == bytes.fromhex("01020304")
-    assert card.log[1].hex().upper() == "00A4040007A0000000030000"
+    assert card.log[-2:] == [bytes.fromhex("00A4040007A0000000030000"), bytes.fromhex("80CA9F7F2D")]
 
 
 def test_objects_are_listed_until_9c12_and_read_in_255_byte_chunks() -> None:
