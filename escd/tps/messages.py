@@ -142,9 +142,10 @@ class ExtendedLoginRequest(TpsMessage):
     """EXTENDED_LOGIN_REQUEST (16), S→C: a titled form of typed parameters (§2.3.4).
 
     ``parameters`` are in ``required_parameterN`` order, N compared as a number (ESC's
-    ``std::map`` sorted them as text, so 10 came before 2). The Java server numbers them
-    with the UID parameter first; this class keeps whatever order it is given.
-    ``legacy_keys`` marks the C++ TPS spelling ``invalid_login`` instead of ``invalid_pw``.
+    ``std::map`` sorted them as text, so 10 came before 2), except that the ``UID``
+    parameter always comes first, as the Java server orders them (§2.3.4); the rest keep
+    their order. ``legacy_keys`` marks the C++ TPS spelling ``invalid_login`` instead of
+    ``invalid_pw``.
     """
 
     msg_type: ClassVar[MessageType] = MessageType.EXTENDED_LOGIN_REQUEST
@@ -156,6 +157,11 @@ class ExtendedLoginRequest(TpsMessage):
     invalid_pw: int = 0
     blocked: int = 0
     legacy_keys: bool = False
+
+    def __post_init__(self) -> None:
+        uid = tuple(parameter for parameter in self.parameters if parameter.id == "UID")
+        rest = tuple(parameter for parameter in self.parameters if parameter.id != "UID")
+        object.__setattr__(self, "parameters", uid + rest)
 
 
 @dataclass(frozen=True, slots=True)

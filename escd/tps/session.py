@@ -205,7 +205,7 @@ class ResetCard:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """The session is over; close the connection (sending the last chunk only on success)."""
+    """The session is over: after END_OP finish the connection cleanly, otherwise close it."""
 
     result: SessionResult
 

@@ -223,6 +223,19 @@ def test_extended_login_parameters_are_sorted_by_number_not_text() -> None:
     assert [p.id for p in message.parameters] == ["P0", "P1", "P2", "P10"]
 
 
+def test_extended_login_puts_the_uid_parameter_first_as_the_java_tps_does() -> None:
+    pairs = [
+        "required_parameter0=id%3DPASSWORD%26type%3Dpassword",
+        "required_parameter1=id%3DDOMAIN",
+        "required_parameter2=id%3DUID",
+    ]
+    body = "&".join(["msg_type=16", "invalid_pw=0", "blocked=0", *pairs]).encode()
+    message = decode(frame(body))
+    assert isinstance(message, ExtendedLoginRequest)
+    assert [p.id for p in message.parameters] == ["UID", "PASSWORD", "DOMAIN"]
+    assert b"required_parameter0=id%3DUID%26" in encode(message)
+
+
 def test_extended_login_choice_option_is_a_comma_list() -> None:
     parameter = AuthParameter("DOMAIN", "Domain", "", "string", "corp,lab")
     assert parameter.choices == ("corp", "lab")
