@@ -43,7 +43,8 @@ from escd.card.objects import COMBINED_OBJECT_ID, TokenCertificate, build_token_
 from escd.errors import MalformedApduError
 from escd.log import describe_apdu
 from escd.sim.applet import CoolKeyApplet
-from escd.sim.gp import CardManager, SwError
+from escd.sim.command import SwError
+from escd.sim.gp import CardManager
 from escd.sim.loadfile import SHIPPED_FILE_SIZE, LoadFile
 from escd.sim.scp import ScpProtocol, StaticKeys
 from escd.sim.state import (

@@ -15,6 +15,7 @@ References: tps-server-flows §1.2-1.3, §5, §7.1; coolkey-card §1, §2.1, §6
 from __future__ import annotations
 
 from escd.card.apdu import CommandApdu, StatusWord
+from escd.sim.command import SwError
 from escd.sim.loadfile import LoadFile, split_load_data
 from escd.sim.scp import ScpError, ScpProtocol, SecureChannelCard, StaticKeys, kcv
 from escd.sim.state import (
@@ -39,21 +40,6 @@ SCP01_I = 0x05
 SCP02_I = 0x15
 #: An initial ("factory") key set that the first PUT KEY replaces (GP 2.1.1 §11.8.2.2).
 INITIAL_KEY_VERSION = 0xFF
-
-
-class SwError(Exception):
-    """A command ends with this status word and no data (Java Card's ISOException)."""
-
-    def __init__(self, sw: int) -> None:
-        super().__init__(f"{sw:04X}")
-        self.sw = sw
-
-
-def p3(command: CommandApdu) -> int:
-    """The fifth header byte as the applet reads it: Lc if there is data, else Le."""
-    if command.data:
-        return len(command.data)
-    return (command.le or 0) % 256
 
 
 def _optional_zero(command: CommandApdu) -> bytes:
