@@ -34,7 +34,7 @@ from escd.card.objects import (
     object_name,
 )
 from escd.card.transport import CardConnection
-from escd.errors import CardError, CardRemovedError
+from escd.errors import ApduError, CardError, CardRemovedError, MalformedResponseError
 from escd.model import AppletKind, CertificateInfo, TokenInfo, TokenState
 
 T = TypeVar("T")
@@ -70,8 +70,12 @@ def identify(connection: CardConnection, reader: str) -> TokenInfo:
     session = CoolKeySession(connection)
 
     selected = _attempt(session.select_applet)
-    if isinstance(selected, CardError):
+    if isinstance(selected, ApduError | MalformedResponseError):
         _identify_without_applet(session, outcome)
+        return outcome.result()
+    if isinstance(selected, CardError):
+        # The exchange itself failed (a mute card, a reader error): nothing was answered.
+        outcome.problems.append(f"the card could not be read ({selected.message})")
         return outcome.result()
 
     life = _attempt(session.read_life_cycle)
