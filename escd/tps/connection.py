@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 import h11
 
+from escd.config import TpsConfig
 from escd.errors import (
     ConnectionLostError,
     HttpStatusError,
@@ -117,6 +118,25 @@ class TpsConnection:
         self._ended = False
         self._eof = False
         self._closed = False
+
+    @classmethod
+    def from_config(
+        cls,
+        url: str,
+        config: TpsConfig,
+        *,
+        version: str,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> TpsConnection:
+        """A connection with the timeouts and plain-http allow list of ``tps`` config."""
+        return cls(
+            url,
+            version=version,
+            ssl_context=ssl_context,
+            allow_http=config.allow_http,
+            message_timeout=config.message_timeout,
+            connect_timeout=config.connect_timeout,
+        )
 
     @property
     def url(self) -> str:

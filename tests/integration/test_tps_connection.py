@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from escd.config import TpsConfig
 from escd.errors import (
     ConnectionLostError,
     HttpStatusError,
@@ -650,6 +651,21 @@ def test_plain_http_is_refused_unless_its_origin_is_allowed() -> None:
     )
     with pytest.raises(InsecureUrlError):
         TpsConnection("ftp://tps.example.com/tps/tps", version=VERSION)
+
+
+async def test_configured_timeout_and_allow_list_are_used(serve) -> None:  # type: ignore[no-untyped-def]
+    async def script(side: ServerSide) -> None:
+        await side.read()
+        await asyncio.Event().wait()
+
+    server = await serve(script)
+    with pytest.raises(InsecureUrlError):
+        TpsConnection.from_config(server.url, TpsConfig(), version=VERSION)
+    config = TpsConfig(allow_http=(server.origin,), message_timeout=0.2)
+    async with TpsConnection.from_config(server.url, config, version=VERSION) as client:
+        await client.open(encode(BEGIN))
+        with pytest.raises(MessageTimeoutError, match="0.2 s"):
+            await client.receive()
 
 
 async def test_allowed_plain_http_origin_carries_the_conversation(serve) -> None:  # type: ignore[no-untyped-def]
