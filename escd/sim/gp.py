@@ -85,6 +85,9 @@ class CardManager:
         state, runtime = self._context.state, self._context.runtime
         aid = command.data
         if not aid or aid in ISD_AIDS:
+            if runtime.selected is Selected.COOLKEY:
+                # CardEdge's I/O buffer is CLEAR_ON_DESELECT transient memory.
+                runtime.iobuf[:] = bytes(len(runtime.iobuf))
             runtime.selected = Selected.ISD
             runtime.drop_channel()
             runtime.pending_load = None
@@ -97,7 +100,6 @@ class CardManager:
         if applet is not None and aid == applet.instance_aid and _selectable(applet):
             runtime.selected = Selected.COOLKEY
             runtime.drop_channel()
-            # CardEdge's I/O buffer is CLEAR_ON_DESELECT transient memory.
             runtime.iobuf[:] = bytes(len(runtime.iobuf))
             return b""
         raise SwError(StatusWord.APPLICATION_NOT_FOUND)
