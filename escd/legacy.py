@@ -218,11 +218,14 @@ def _parse(text: str) -> tuple[dict[str, tuple[PrefValue, bool]], list[tuple[int
             break
         if scan.at_end():
             break
-        start = scan.line
+        start, start_pos = scan.line, scan.pos
         try:
             name, value, is_user = _statement(scan)
         except _PrefSyntaxError as problem:
             skipped.append((start, str(problem)))
+            # Resume on the line after the one the statement began on, even if the error
+            # was found further down: a missing ';' must not swallow the next statement.
+            scan.pos, scan.line = start_pos, start
             scan.skip_line()
             continue
         existing = prefs.get(name)
