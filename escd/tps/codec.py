@@ -67,6 +67,7 @@ _HEX = frozenset(b"0123456789ABCDEFabcdef")
 #: pair, or be decoded by the legacy TPS but not by the Java one (§2.3.11).
 _RAW_FORBIDDEN = frozenset("&=%+")
 _MAX_NUMBER = 999_999_999
+_RESERVED_KEYS = frozenset({"s", "msg_type"})
 _PARAMETER_KEY = re.compile(r"required_parameter([0-9]{1,6})")
 
 
@@ -252,12 +253,15 @@ def _encode_extended_login_response(message: ExtendedLoginResponse) -> _Pairs:
     pairs: _Pairs = []
     seen: set[str] = set()
     for ident, secret in message.values:
-        _required_text(ident, "parameter id")
-        if ident in seen or ident == "msg_type":
+        key = esc_encode(_required_text(ident, "parameter id").encode("utf-8"))
+        if key in seen:
             raise LocalTpsProtocolError(f"parameter id {ident!r} would be sent twice")
-        seen.add(ident)
+        if key in _RESERVED_KEYS:
+            # Both servers skip the key "s" (and "msg_type" cannot survive ESC-form).
+            raise LocalTpsProtocolError(f"parameter id {ident!r} is a reserved key")
+        seen.add(key)
         value = _required_text(_reveal(secret, f"{ident} value"), f"{ident} value")
-        pairs.append((esc_encode(ident.encode("utf-8")), esc_encode(value.encode("utf-8"))))
+        pairs.append((key, esc_encode(value.encode("utf-8"))))
     return pairs
 
 

@@ -181,3 +181,13 @@ def test_framer_accepts_exactly_the_bodies_within_its_limit(body: bytes, limit: 
     else:
         with pytest.raises(RemoteTpsProtocolError):
             framer.feed(data)
+
+
+@given(st.binary(max_size=200))
+def test_any_stream_is_framed_or_is_a_remote_protocol_error(data: bytes) -> None:
+    framer = MessageFramer(max_size=100)
+    try:
+        frames = framer.feed(data)
+    except RemoteTpsProtocolError:
+        return
+    assert b"".join(frames) == data[: len(data) - framer.pending]
