@@ -12,8 +12,9 @@ Trust rules (tps-protocol §1.6 and §6.1: ESC accepted almost any certificate; 
 * A host:port without a pin is verified in full, chain and host name, against the
   system CAs (``trust.system_cas``), the CAs in ``trust.shared_dir`` and the imported ones.
 * A pinned host:port accepts exactly the pinned leaf certificates (SHA-256 of the DER)
-  and nothing else, whoever signed them: that is what pinning a self-signed TPS needs,
-  and it never falls back to "anything the CAs accept" or to "anything at all".
+  and nothing else, whoever signed them and whatever their dates or names say: a pin is
+  a decision about one certificate, which is what a self-signed TPS needs. It never
+  falls back to "anything the CAs accept" or to "anything at all".
 * A certificate that is not trusted ends in ``TlsUntrustedError`` carrying the
   fingerprint the user would have to pin; nothing is accepted silently.
 
