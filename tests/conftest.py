@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from escd.sim.bus import PrivateBus
-from escd.sim.card import SimulatedCard, enrolled_card
 from escd.sim.pcscd import PrivatePcscd
-from escd.sim.state import CardState
-from escd.sim.vpcd import VpcdCard
+
+if TYPE_CHECKING:
+    from escd.sim.state import CardState
+    from escd.sim.vpcd import VpcdCard
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -65,6 +67,9 @@ def vpcd_card(pcscd: PrivatePcscd) -> Iterator[Callable[..., VpcdCard]]:
     The card is not inserted yet; call ``insert()``. Every card is pulled at teardown.
     ``state`` defaults to a freshly enrolled token.
     """
+    from escd.sim.card import SimulatedCard, enrolled_card
+    from escd.sim.vpcd import VpcdCard
+
     cards: list[VpcdCard] = []
 
     def make(slot: int = 0, state: CardState | None = None) -> VpcdCard:
