@@ -114,7 +114,6 @@ class TpsConnection:
         self._received: deque[Message] = deque()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._response: h11.Response | None = None
         self._ended = False
         self._eof = False
         self._closed = False
@@ -285,7 +284,6 @@ class TpsConnection:
         if isinstance(event, h11.InformationalResponse):
             return
         if isinstance(event, h11.Response):
-            self._response = event
             if event.status_code != 200:
                 reason = _STATUS_REASONS.get(event.status_code, "")
                 raise HttpStatusError(event.status_code, reason)
