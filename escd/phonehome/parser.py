@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 from xml.etree.ElementTree import Element, ParseError
 
 # No stubs in the dev set (types-defusedxml would remove the need for these ignores).
-import defusedxml  # type: ignore[import-untyped]
-import defusedxml.ElementTree  # type: ignore[import-untyped]
+import defusedxml
+import defusedxml.ElementTree
 
 from escd.errors import PhoneHomeError
 
