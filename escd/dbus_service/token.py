@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from dbus_fast import Variant
 from dbus_fast.annotations import DBusInt32, DBusObjectPath, DBusStr, DBusUInt32
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
@@ -22,7 +23,6 @@ from escd.dbus_service.variants import (
     DBusUIntPair,
     DBusVarDictList,
     DBusVoid,
-    to_vardict,
 )
 from escd.model import CertificateInfo
 from escd.tokens import TokenRecord
@@ -49,15 +49,16 @@ PROPERTY_OF_FIELD = {
 INVALIDATED_PROPERTIES = frozenset({"Certificates"})
 
 
-def certificate_dict(cert: CertificateInfo) -> dict[str, object]:
+def certificate_vardict(cert: CertificateInfo) -> dict[str, Variant]:
+    """One ``Certificates`` entry; the times are ``t`` (Unix seconds) as the contract says."""
     return {
-        "subject": cert.subject,
-        "issuer": cert.issuer,
-        "serial": cert.serial,
-        "not_before": int(cert.not_before.timestamp()),
-        "not_after": int(cert.not_after.timestamp()),
-        "sha256": cert.sha256,
-        "label": cert.label,
+        "subject": Variant("s", cert.subject),
+        "issuer": Variant("s", cert.issuer),
+        "serial": Variant("s", cert.serial),
+        "not_before": Variant("t", max(0, int(cert.not_before.timestamp()))),
+        "not_after": Variant("t", max(0, int(cert.not_after.timestamp()))),
+        "sha256": Variant("s", cert.sha256),
+        "label": Variant("s", cert.label),
     }
 
 
@@ -120,7 +121,7 @@ class TokenInterface(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def Certificates(self) -> DBusVarDictList:
-        return [to_vardict(certificate_dict(cert)) for cert in self._record.info.certificates]
+        return [certificate_vardict(cert) for cert in self._record.info.certificates]
 
     @dbus_method()
     @translate_errors
