@@ -22,6 +22,7 @@ from dbus_fast.aio import MessageBus
 from escd.config import Config
 from escd.ctl.client import EscdClient
 from escd.daemon import Daemon
+from escd.dbus_service.errors import INTERNAL_MESSAGE
 from escd.dbus_service.names import (
     BUS_NAME,
     ERROR_INTERNAL,
@@ -37,7 +38,6 @@ from escd.dbus_service.names import (
     reader_path,
     token_path,
 )
-from escd.dbus_service.errors import INTERNAL_MESSAGE
 from escd.errors import ERROR_PREFIX, CardRemovedError
 from escd.readers import CardSession, ReaderEvent
 from escd.sim.bus import PrivateBus
@@ -361,6 +361,4 @@ async def test_many_readers_each_with_a_token(running: Running) -> None:
     paths = {await running.insert(n, card) for n, card in enumerate(cards)}
     snapshot = await running.client.snapshot()
     assert set(snapshot.tokens) == paths
-    assert {token.reader_name for token in snapshot.tokens.values()} == set(
-        running.readers.readers
-    )
+    assert {token.reader_name for token in snapshot.tokens.values()} == set(running.readers.readers)
