@@ -126,6 +126,8 @@ class EscdProcess:
                 proc.wait()
         if self._reader is not None:
             self._reader.join(2)
+        if proc.stderr is not None:
+            proc.stderr.close()
         return proc.returncode
 
     def __enter__(self) -> EscdProcess:
