@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from escd.card.transport import CardConnection
-from escd.errors import CardRemovedError, EscdError, PcscUnavailableError
+from escd.errors import CardError, CardRemovedError, EscdError, PcscUnavailableError
 from escd.model import TokenInfo, TokenState
 from escd.readers import (
     CardInserted,
@@ -226,7 +226,10 @@ class CardWatcher:
         token = self._registry.token(token_id)
         reader = token.reader
         generation = self._generations.get(reader, 0)
-        info = await self._read(reader)
+        try:
+            info = await self._read(reader)
+        except TimeoutError:
+            raise CardError(f"the card did not answer within {self.identify_timeout:g} s") from None
         if self._generations.get(reader) != generation:
             raise CardRemovedError("the card was removed while it was being read")
         self._registry.token_identified(info)
