@@ -118,6 +118,8 @@ class Daemon:
         self._config = config
         self._config_files = config_files
         self._log_level = log_level
+        # A daemon embedded without a LogSetup (tests) gets its own, removed when it stops.
+        self._owns_logs = logs is None
         self._logs = logs if logs is not None else LogSetup(config.diagnostics.event_ring_size)
         self._backend = backend if backend is not None else _default_backend(config)
         self._bus_address = bus_address
@@ -208,6 +210,8 @@ class Daemon:
         finally:
             for signum in handled:
                 loop.remove_signal_handler(signum)
+            if self._owns_logs:
+                self._logs.close()
 
     async def _run(self) -> int:
         try:

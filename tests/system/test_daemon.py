@@ -381,6 +381,11 @@ def test_sighup_with_a_broken_file_keeps_running(
 # -- daemons of their own ---------------------------------------------------------------
 
 
+def test_version_option() -> None:
+    result = subprocess.run([ESCD, "--version"], capture_output=True, text=True, timeout=15)
+    assert (result.returncode, result.stdout) == (0, f"escd {__version__}\n")
+
+
 @pytest.fixture
 def own_bus() -> Iterator[PrivateBus]:
     with PrivateBus() as bus:
