@@ -26,6 +26,7 @@ from types import FrameType
 
 from escd import __version__
 from escd.log import TRAFFIC
+from escd.sim.tps_cli import configure_tps, run_tps
 
 DEFAULT_VPCD_PORT = 35963
 LOG_LEVELS = {
@@ -172,6 +173,7 @@ SUBCOMMANDS: list[Subcommand] = [
         configure_card,
         run_card,
     ),
+    Subcommand("tps", "run a simulated Dogtag TPS until interrupted", configure_tps, run_tps),
 ]
 
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum, unique
 
 from escd.sim.loadfile import SHIPPED_FILE_SIZE, LoadFile
-from escd.sim.scp import DEVELOPER_KEY
 
 
 @unique
@@ -76,6 +75,9 @@ class Quirk(StrEnum):
     #: comparison dereferences null (TPSP:1151-1163).
     NULL_VERSION_CRASH = "null-version-crash"
 
+
+#: The GP developer key (tps-server-flows §1.1); kept here so this module stays light.
+DEVELOPER_KEY = bytes(range(0x40, 0x50))
 
 FAITHFUL = frozenset(Quirk)
 CLEAN: frozenset[Quirk] = frozenset()
