@@ -159,7 +159,15 @@ class CardWatcher:
                 self._start_identification(reader)
             case CardRemoved(reader=reader):
                 self._forget_card(reader)
+                token = self._registry.token_in(reader)
                 self._registry.card_removed(reader)
+                if token is not None:
+                    logger.info(
+                        "token %s removed from %s",
+                        token.token_id,
+                        reader,
+                        extra={"ESCD_TOKEN_CUID": token.cuid, "ESCD_READER": reader},
+                    )
             case ReaderStateChanged(reader=reader, state=state):
                 before = self._registry.reader(reader)
                 self._registry.set_reader_state(reader, state)

@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="escd",
         description="Smart-card token daemon for CoolKey tokens and the Dogtag TPS. "
         "Without a command it runs the daemon in the foreground on the session bus.",
+        epilog="The daemon reloads its configuration on SIGHUP and stops on SIGTERM. "
+        "Exit status: 0 stopped, 1 failed (e.g. lost the bus), 3 another escd owns "
+        "io.github.escd.Escd1 on this bus, 69 no session bus, 78 invalid configuration.",
     )
     parser.add_argument("--version", action="version", version=f"escd {__version__}")
     parser.add_argument(

@@ -41,6 +41,8 @@ from escd.diagnostics import build_report
 from escd.errors import ConfigError
 from escd.events import EventKind, EventRing
 from escd.logsetup import LogSetup
+from escd.pcsc.backend import PcscReaderBackend
+from escd.pcsc.connection import PcscCardSession
 from escd.readers import ReaderBackend
 from escd.tokens import RegistryEvent, TokenRegistry
 
@@ -95,13 +97,6 @@ def load_configuration(files: list[Path] | None) -> Config:
     return load_config(files)
 
 
-def _default_backend(config: Config) -> ReaderBackend:
-    from escd.pcsc.backend import PcscReaderBackend
-    from escd.pcsc.connection import PcscCardSession
-
-    return PcscReaderBackend(config.pcsc, PcscCardSession.open)
-
-
 class Daemon:
     """One escd instance on one bus; also the application service the D-Bus objects call."""
 
@@ -121,7 +116,11 @@ class Daemon:
         # A daemon embedded without a LogSetup (tests) gets its own, removed when it stops.
         self._owns_logs = logs is None
         self._logs = logs if logs is not None else LogSetup(config.diagnostics.event_ring_size)
-        self._backend = backend if backend is not None else _default_backend(config)
+        #: The PC/SC backend when this daemon built it (its back-off follows reloads).
+        self._pcsc: PcscReaderBackend | None = None
+        if backend is None:
+            backend = self._pcsc = PcscReaderBackend(config.pcsc, PcscCardSession.open)
+        self._backend: ReaderBackend = backend
         self._bus_address = bus_address
         self._versions = component_versions()
         self.registry = TokenRegistry()
@@ -166,9 +165,8 @@ class Daemon:
         self._logs.apply(new.log, self._log_level)
         self._logs.ring.resize(new.diagnostics.event_ring_size)
         self.ring.resize(new.diagnostics.event_ring_size)
-        update = getattr(self._backend, "update_config", None)
-        if update is not None:
-            update(new.pcsc)
+        if self._pcsc is not None:
+            self._pcsc.update_config(new.pcsc)
         if self._watcher is not None:
             self._watcher.identify_timeout = new.pcsc.identify_timeout
         if self._service is not None:
