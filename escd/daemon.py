@@ -203,6 +203,8 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        if self._owns_logs:
+            self._logs.attach_ring()
         try:
             return await self._run()
         finally:

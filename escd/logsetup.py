@@ -105,6 +105,12 @@ class LogSetup:
         if self.ring not in root.handlers:
             root.addHandler(self.ring)
 
+    def attach_ring(self) -> None:
+        """Only feed the diagnostics ring (an embedded daemon leaves output to its host)."""
+        root = logging.getLogger()
+        if self.ring not in root.handlers:
+            root.addHandler(self.ring)
+
     def close(self) -> None:
         root = logging.getLogger()
         for handler in (self._output, self.ring):

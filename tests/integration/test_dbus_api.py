@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -281,18 +282,22 @@ async def test_bad_diagnostics_options_are_invalid_args(
     assert caught.value.type == ERROR_INVALID_ARGS
 
 
-async def test_diagnostics_report_tokens_events_and_text(running: Running) -> None:
+async def test_diagnostics_report_tokens_events_and_text(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="escd")
     card = SimulatedCard(enrolled_card())
     await running.insert(0, card)
     report = await running.client.diagnostics(
-        {"format": Variant("s", "text"), "log_lines": Variant("u", 3)}
+        {"format": Variant("s", "text"), "log_lines": Variant("u", 1)}
     )
     assert report["pcsc_state"] == "unknown"  # the simulator has no PC/SC service
     assert {"escd", "python", "pyscard", "dbus-fast", "cryptography"} <= set(report["versions"])
     (token,) = report["tokens"]
     assert token["cuid"] == cuid_of(card) and token["state"] == "enrolled"
     assert any(event["kind"] == "token-inserted" for event in report["events"])
-    assert len(report["log"]) <= 3
+    (line,) = report["log"]  # the newest one
+    assert f"INFO escd.cardwatch: token {cuid_of(card)} in " in line
     assert cuid_of(card) in report["text"]
     assert "Recent events:" in report["text"]
 
