@@ -52,6 +52,8 @@ USERS_FILE = "users.yaml"
 TLS_KEY_FILE = "tls-key.pem"
 TLS_CERT_FILE = "tls-cert.pem"
 _THREAD_START_TIMEOUT = 30.0
+#: SET ISSUER INFO carries 224 bytes; the URL needs a terminating NUL (coolkey-card §2.5).
+ISSUER_INFO_SIZE = 0xE0
 
 
 class SimulatedTps:
@@ -193,6 +195,10 @@ class SimulatedTps:
         family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         sock = socket.create_server((config.host, config.port), family=family)
         self._port = int(sock.getsockname()[1])
+        if len(self.issuer_info_url.encode("ascii")) >= ISSUER_INFO_SIZE:
+            sock.close()
+            self._port = 0
+            raise ValueError(f"the issuer info URL must be shorter than {ISSUER_INFO_SIZE} bytes")
         services = Services(
             config=config,
             db=self.db,

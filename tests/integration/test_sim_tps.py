@@ -343,3 +343,9 @@ def test_command_line_prints_one_line_and_stops_on_sigterm(tmp_path: Path) -> No
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+async def test_issuer_info_url_must_fit_the_card(ca: CertificateAuthority) -> None:
+    tps = SimulatedTps(TpsConfig(tls=False, issuer_info_url="http://x.test/" + "a" * 220), ca=ca)
+    with pytest.raises(ValueError):
+        await tps.start()

@@ -427,6 +427,20 @@ async def test_enroll_without_authentication(world) -> None:
     assert record.user_id == "demo" and not client.of_type(ExtendedLoginRequest)
 
 
+async def test_so_key_enrolls_and_pin_reset_resolves_to_user_key(world) -> None:
+    tps, card = world(default_policy=TokenPolicy(pin_reset=True)), new_card()
+    so_key = (("tokenType", "soKey"), *ESC_EXTENSIONS[1:])
+    ok((await tps.run(card, FORMAT, extensions=so_key))[0])
+    end_op, record, _ = await tps.run(card, ENROLL, extensions=so_key)
+    ok(end_op)
+    token = tps.db.get(card.state.cuid)
+    assert token is not None and token.token_type == "soKey" and len(token.certificates) == 2
+    no_type = ESC_EXTENSIONS[1:]  # ESC sends no tokenType for a PIN reset
+    ok((await tps.run(card, RESET, extensions=no_type))[0])
+    switched_off = world(auth_disabled=frozenset({"enroll/soKey"}))
+    failed((await switched_off.run(new_card(), ENROLL, extensions=so_key))[0], 14)
+
+
 async def test_scp02_card_enrolls(world) -> None:
     tps = world()
     card = await enrolled(tps, new_card(protocol=ScpProtocol.SCP02))
