@@ -536,3 +536,72 @@ async def test_pcscd_without_readers_is_no_readers(own_bus: PrivateBus) -> None:
         env = own_env(own_bus, **empty.env)
         with EscdProcess(env).start():
             await pcsc_state_of(env, PcscState.NO_READERS)
+
+
+JOURNAL_SCRIPT = """
+set -e
+mkdir -p /run/systemd /run/log
+mount -t tmpfs tmpfs /run/systemd
+mount -t tmpfs tmpfs /run/log
+# Keep the host's persistent journal out of reach too.
+if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi
+# journald would answer NOTIFY_SOCKET itself: that socket is escd's.
+env -u NOTIFY_SOCKET /lib/systemd/systemd-journald &
+journal=$!
+for _ in $(seq 200); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
+"$ESCD" --config "$CONFIG" &
+escd=$!
+trap 'kill -TERM $escd' TERM
+wait $escd || wait $escd || true
+journalctl --no-pager -o json SYSLOG_IDENTIFIER=escd > "$OUT"
+kill $journal
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/lib/systemd/systemd-journald").exists(),
+    reason="a private journald needs root (mount namespace) and systemd-journald",
+)
+async def test_journal_gets_structured_fields(
+    cards: Cards, own_bus: PrivateBus, tmp_path: Path
+) -> None:
+    """Under systemd escd logs to journald with ESCD_TOKEN_CUID (test-environment §6)."""
+    cuid = Cards.cuid(cards.a)
+    cards.a.insert()  # no-op when it is in already
+    config = tmp_path / "config.yaml"
+    config.write_text("log:\n  target: journal\n")
+    out = tmp_path / "journal.json"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(15)
+    env = own_env(
+        own_bus, ESCD=ESCD, CONFIG=str(config), OUT=str(out), NOTIFY_SOCKET=str(tmp_path / "notify")
+    )
+    script = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", JOURNAL_SCRIPT],
+        env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        with notify:
+            assert "READY=1" in notify.recv(4096).decode()
+        client = await EscdClient.connect(own_bus.address)
+        try:
+            events = client.watch()
+            await anext(events)
+            if cuid not in {t.cuid for t in (await client.snapshot()).tokens.values()}:
+                async with asyncio.timeout(15):
+                    async for event in events:
+                        if inserted(cuid)(event):
+                            break
+            await events.aclose()  # type: ignore[attr-defined]
+        finally:
+            client.close()
+    finally:
+        script.send_signal(signal.SIGTERM)
+        assert script.wait(15) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    token = [r for r in records if r.get("ESCD_TOKEN_CUID") == cuid]
+    assert token, records
+    assert cuid in token[0]["MESSAGE"] and token[0]["PRIORITY"] == "6"
+    assert token[0]["LOGGER"] == "escd.cardwatch"
+    assert any("is ready on the session bus" in r["MESSAGE"] for r in records)
