@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -367,3 +369,25 @@ async def test_many_readers_each_with_a_token(running: Running) -> None:
     snapshot = await running.client.snapshot()
     assert set(snapshot.tokens) == paths
     assert {token.reader_name for token in snapshot.tokens.values()} == set(running.readers.readers)
+
+
+async def test_escctl_watch_prints_state_changes(running: Running) -> None:
+    card = SimulatedCard(formatted_card())
+    path = await running.insert(0, card)
+    token_id = path.rsplit("/", 1)[1]
+    watch = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("escctl")), "watch", stdout=asyncio.subprocess.PIPE
+    )
+    assert watch.stdout is not None
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            assert b"watching escd" in await watch.stdout.readline()
+        assert card.state.applet is not None
+        card.state.applet.life_cycle = LifeCycle.PERSONALIZED
+        await running.client.call(path, TOKEN_INTERFACE, "Refresh")
+        async with asyncio.timeout(TIMEOUT):
+            line = (await watch.stdout.readline()).decode()
+        assert line.split()[1:] == ["changed", token_id, "State=enrolled"]
+    finally:
+        watch.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(watch.wait(), TIMEOUT) == 0
