@@ -229,6 +229,9 @@ class TpsHttpServer:
             logger.debug("connection closed: %s", err)
         except (ClientGone, SessionAborted) as err:
             logger.debug("session over: %s", err)
+        except Exception:
+            # A simulator bug: like a Java runtime exception, the session dies silently.
+            logger.exception("simulated TPS session failed")
         finally:
             self._tasks.discard(task)
             await exchange.close()
