@@ -254,6 +254,9 @@ class Daemon:
             notify("STOPPING=1")
             logger.info("escd is stopping" if not bus_lost else "lost the session bus; exiting")
             self._watcher.stop()
+            if not bus_lost:
+                # Tokens and readers leave the bus with InterfacesRemoved, as on removal.
+                self._service.stop()
             stop.cancel()
             lost.cancel()
         return EXIT_FAILURE if bus_lost else EXIT_OK
