@@ -35,6 +35,9 @@ class EventKind(StrEnum):
     TOKEN_CHANGED = "token-changed"  # noqa: S105 - not a password
     TOKEN_REMOVED = "token-removed"  # noqa: S105 - not a password
     OPERATION = "operation"
+    PHONE_HOME = "phone-home"
+    TRUST = "trust"
+    LEGACY_IMPORT = "legacy-import"
     ERROR = "error"
     CONFIG = "config"
     DAEMON = "daemon"

@@ -33,6 +33,23 @@ class AppletKind(IntEnum):
 
 
 @unique
+class PhoneHomeState(IntEnum):
+    """How a token's phone-home values were obtained (D-Bus ``Token.PhoneHomeState``).
+
+    ``FETCHED`` covers an answer fetched now and one fetched within
+    ``phone_home.max_age`` (not fetched again); ``FROM_CACHE`` means a stored answer is
+    shown because fetching a new one failed.
+    """
+
+    NOT_ATTEMPTED = 0
+    RUNNING = 1
+    FROM_CACHE = 2
+    FETCHED = 3
+    FAILED = 4
+    NO_URL = 5
+
+
+@unique
 class OperationType(IntEnum):
     """TPS operation codes (BEGIN_OP ``operation``, tps-protocol §2.2)."""
 

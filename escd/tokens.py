@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from escd.errors import NoSuchTokenError
-from escd.model import TokenInfo
+from escd.model import PhoneHomeState, TokenInfo
 from escd.readers import PcscState, ReaderState
 
 
@@ -42,11 +42,26 @@ class ReaderRecord:
 
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
-    """One token present in a reader. Later issues add phone-home data, job and busy flag."""
+    """One token present in a reader, with what phone home and the settings say about it.
+
+    The phone-home fields hold the *effective* values (an administrator's setting wins
+    over a fetched answer, which wins over the configuration); ``escd.phonehome.service``
+    sets them with ``TokenRegistry.update_token``. They survive a re-read of the card.
+    """
 
     token_id: str
     reader: str
     info: TokenInfo
+    issuer_name: str = ""
+    #: The Phone Home URL escd uses for the token (admin, card, global or agent's).
+    phone_home_url: str = ""
+    tps_url: str = ""
+    enrollment_ui_url: str = ""
+    enrolled_token_browser_url: str = ""
+    enrolled_token_url: str = ""
+    ca_chain_url: str = ""
+    token_type: str = ""
+    phone_home_state: PhoneHomeState = PhoneHomeState.NOT_ATTEMPTED
 
     @property
     def cuid(self) -> str:
@@ -265,7 +280,11 @@ class TokenRegistry:
         if old is not None and old.reader != reader and old.reader in self._readers:
             # The same card in another reader: the old reader no longer holds it.
             self._set_token_id(old.reader, None)
-        new = TokenRecord(token_id=token_id, reader=reader, info=info)
+        if old is None:
+            new = TokenRecord(token_id=token_id, reader=reader, info=info)
+        else:
+            # What escd learned about the token besides the card (phone home) stays.
+            new = dataclasses.replace(old, reader=reader, info=info)
         self._tokens[token_id] = new
         # The token is announced before the reader points at it, so that a client
         # following Reader.Token never sees a path that does not exist yet.
@@ -276,6 +295,25 @@ class TokenRegistry:
             if changed:
                 self._publish(TokenChanged(new, changed))
         self._set_token_id(reader, token_id)
+        return new
+
+    def update_token(self, token_id: str, **changes: object) -> TokenRecord | None:
+        """Change fields of a present token other than its id, reader and card info.
+
+        Publishes ``TokenChanged`` naming the fields that really changed; returns the new
+        record, or None when the token is not present (it left meanwhile).
+        """
+        old = self._tokens.get(token_id)
+        if old is None:
+            return None
+        reserved = {"token_id", "reader", "info"} & set(changes)
+        if reserved:
+            raise ValueError(f"update_token cannot change {', '.join(sorted(reserved))}")
+        new = dataclasses.replace(old, **changes)  # type: ignore[arg-type]
+        changed = _changed_fields(old, new)
+        if changed:
+            self._tokens[token_id] = new
+            self._publish(TokenChanged(new, changed))
         return new
 
     def _drop_token_in(self, reader: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from escd.errors import NoSuchTokenError
-from escd.model import TokenInfo, TokenState
+from escd.model import PhoneHomeState, TokenInfo, TokenState
 from escd.readers import PcscState, ReaderState
 from escd.tokens import (
     PcscStateChanged,
@@ -229,3 +229,22 @@ def test_unsubscribed_callbacks_hear_nothing(registry: TokenRegistry) -> None:
     unsubscribe()
     registry.add_reader("R0")
     assert seen == []
+
+
+def test_update_token_publishes_only_real_changes_and_survives_a_reread(
+    registry: TokenRegistry, events: list[RegistryEvent]
+) -> None:
+    insert(registry, "R0", info("R0"))
+    events.clear()
+    registry.update_token(
+        CUID_A, issuer_name="Example Corp", phone_home_state=PhoneHomeState.FETCHED
+    )
+    registry.update_token(CUID_A, issuer_name="Example Corp")
+    assert events == [
+        TokenChanged(registry.token(CUID_A), frozenset({"issuer_name", "phone_home_state"}))
+    ]
+    registry.token_identified(info("R0", pin_tries_left=2))
+    assert registry.token(CUID_A).issuer_name == "Example Corp"
+    assert registry.update_token(CUID_B, issuer_name="x") is None
+    with pytest.raises(ValueError, match="reader"):
+        registry.update_token(CUID_A, reader="R1")
