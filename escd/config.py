@@ -260,6 +260,14 @@ class AutoLaunchConfig:
         default=10.0,
         metadata=_doc("Least number of seconds between two launches for one token.", minimum=0),
     )
+    command_timeout: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Seconds the command (or the URL opener) may run before it is killed with its "
+            "process group; a command that starts a GUI must start it in the background.",
+            minimum=0.1,
+        ),
+    )
     open_enrolled_token_url: bool = field(
         default=False,
         metadata=_doc(
