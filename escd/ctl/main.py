@@ -5,6 +5,9 @@
     escctl info [TOKEN] [--json]   one token (CUID, unique CUID prefix or reader name;
                                    optional when exactly one token is present)
     escctl watch [--json]          insertions, removals and state changes as they happen
+    escctl diagnose [TOKEN] [--json] [--log N]
+                                   a support report to paste into a bug report (versions,
+                                   pcscd, readers, tokens, recent events; never a secret)
 
 Exit codes: 0 success, 1 the daemon refused the request, 2 usage error, 3 the daemon is
 not reachable (no session bus, or escd neither running nor activatable), 4 no such token
@@ -15,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from dbus_fast import DBusError
+from dbus_fast import DBusError, Variant
 
 from escd import __version__
 from escd.ctl import output
@@ -33,6 +37,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
 EXIT_NO_TOKEN = 4
+
+DIAGNOSE_LOG_LINES = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +61,39 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     watch = commands.add_parser("watch", help="print token changes as they happen")
     watch.add_argument("--json", action="store_true", help="print JSON lines")
+    diagnose = commands.add_parser(
+        "diagnose",
+        help="print a support report (ESC's Advanced Info; no secrets)",
+        description="Print what a bug report needs: escd and component versions, pcscd "
+        "state, readers, tokens with phone-home data and certificates, recent events and "
+        "log lines. It never contains a PIN, a password or APDU data.",
+    )
+    diagnose.add_argument(
+        "token",
+        nargs="?",
+        default="",
+        metavar="TOKEN",
+        help="only this token (CUID, unique CUID prefix or reader name)",
+    )
+    diagnose.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    diagnose.add_argument(
+        "--log",
+        type=_count,
+        default=DIAGNOSE_LOG_LINES,
+        metavar="N",
+        help=f"include the last N log lines (default {DIAGNOSE_LOG_LINES}, 0 for none)",
+    )
     return parser
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("expected 0 or more")
+    return value
 
 
 def _say(text: str) -> None:
@@ -110,10 +148,25 @@ async def _watch(client: EscdClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _diagnose(client: EscdClient, args: argparse.Namespace) -> int:
+    options = {"log_lines": Variant("u", args.log)}
+    if args.token:
+        options["token"] = Variant("s", args.token)
+    if not args.json:
+        options["format"] = Variant("s", "text")
+    report = await client.diagnostics(options)
+    if args.json:
+        _say(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(report.get("text", ""), end="", flush=True)
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[EscdClient, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "list": _list,
     "info": _info,
     "watch": _watch,
+    "diagnose": _diagnose,
 }
 
 
