@@ -17,6 +17,7 @@ PURE_MODULES = [
     "escd/model.py",
     "escd/config.py",
     "escd/tokens.py",
+    "escd/autolaunch.py",
     "escd/card/*.py",
     "escd/tps/messages.py",
     "escd/tps/framing.py",
