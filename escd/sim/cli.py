@@ -26,6 +26,7 @@ from types import FrameType
 
 from escd import __version__
 from escd.log import TRAFFIC
+from escd.sim.lab import configure_lab, run_lab
 from escd.sim.tps_cli import configure_tps, run_tps
 
 DEFAULT_VPCD_PORT = 35963
@@ -174,6 +175,12 @@ SUBCOMMANDS: list[Subcommand] = [
         run_card,
     ),
     Subcommand("tps", "run a simulated Dogtag TPS until interrupted", configure_tps, run_tps),
+    Subcommand(
+        "lab",
+        "keep a TPS, a private pcscd and cards running; insert and remove cards by command",
+        configure_lab,
+        run_lab,
+    ),
 ]
 
 
