@@ -110,11 +110,17 @@ class Notifier:
         self._tokens_by_id: dict[int, str] = {}
         self._last_id: dict[str, int] = {}
         self._said_waiting = False
+        self._server_known = asyncio.Condition()
 
     @property
     def active(self) -> bool:
         """Whether notifications are sent now (enabled, and a server is there)."""
         return self.setting is not Switch.OFF and bool(self._server)
+
+    async def wait_active(self) -> None:
+        """Wait until notifications are sent (a server appeared); for tests and tools."""
+        async with self._server_known:
+            await self._server_known.wait_for(lambda: self.active)
 
     @property
     def supports_actions(self) -> bool:
@@ -196,6 +202,8 @@ class Notifier:
             ", ".join(sorted(self._capabilities)) or "none",
         )
         self._record(EventKind.NOTIFICATION, "notification server found", "")
+        async with self._server_known:
+            self._server_known.notify_all()
 
     @staticmethod
     def _server_call(owner: str, member: str, signature: str, body: list[Any]) -> Message:
