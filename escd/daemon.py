@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import platform
 import signal
 import sys
@@ -31,9 +32,10 @@ from dbus_fast.message import Message
 from systemd.daemon import notify as sd_notify
 
 from escd import __version__
+from escd.admin import AdminService
 from escd.card.identify import identify
 from escd.cardwatch import CardWatcher
-from escd.config import Config, config_paths, load_config
+from escd.config import Config, config_paths, load_config, state_dir
 from escd.dbus_service.names import BUS_NAME, DBUS_INTERFACE, DBUS_NAME, DBUS_PATH
 from escd.dbus_service.objectmanager import ObjectManagerBus
 from escd.dbus_service.service import EscdService
@@ -43,8 +45,12 @@ from escd.events import EventKind, EventRing
 from escd.logsetup import LogSetup
 from escd.pcsc.backend import PcscReaderBackend
 from escd.pcsc.connection import PcscCardSession
+from escd.phonehome.cache import TokenStore
+from escd.phonehome.client import create_client
+from escd.phonehome.service import PhoneHomeService
 from escd.readers import ReaderBackend
 from escd.tokens import RegistryEvent, TokenRegistry
+from escd.trust import TrustStore
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +64,7 @@ EXIT_NO_BUS = 69
 EXIT_CONFIG = 78
 
 #: ``Manager.Features``: only what this build implements.
-FEATURES: tuple[str, ...] = ()
+FEATURES: tuple[str, ...] = ("phone-home",)
 
 DEFAULT_DIAGNOSTIC_LOG_LINES = 100
 
@@ -109,6 +115,7 @@ class Daemon:
         logs: LogSetup | None = None,
         backend: ReaderBackend | None = None,
         bus_address: str | None = None,
+        state: Path | None = None,
     ) -> None:
         self._config = config
         self._config_files = config_files
@@ -126,9 +133,16 @@ class Daemon:
         self.registry = TokenRegistry()
         self.ring = EventRing(config.diagnostics.event_ring_size, clock=time.time)
         self.registry.subscribe(self.ring.observe)
+        #: ``$XDG_STATE_HOME/escd``: token settings and phone-home cache, trust store.
+        self.state = state if state is not None else state_dir()
+        self.token_store = TokenStore.in_state_dir(self.state)
+        self._trust: TrustStore | None = None
+        self._phone_home: PhoneHomeService | None = None
+        self._admin: AdminService | None = None
         self._watcher: CardWatcher | None = None
         self._service: EscdService | None = None
         self._stop_requested: asyncio.Event | None = None
+        self._tasks: asyncio.TaskGroup | None = None
         self._status = ""
         self.ready = asyncio.Event()
 
@@ -141,6 +155,25 @@ class Daemon:
     @property
     def features(self) -> tuple[str, ...]:
         return FEATURES
+
+    @property
+    def trust(self) -> TrustStore:
+        """The CAs and server pins for TPS and phone-home connections."""
+        if self._trust is None:
+            raise RuntimeError("trust store used before the daemon started")
+        return self._trust
+
+    @property
+    def admin(self) -> AdminService:
+        if self._admin is None:
+            raise RuntimeError("administration before the daemon started")
+        return self._admin
+
+    @property
+    def phone_home(self) -> PhoneHomeService:
+        if self._phone_home is None:
+            raise RuntimeError("phone home before the daemon started")
+        return self._phone_home
 
     def diagnostics(self, log_lines: int | None, as_text: bool) -> dict[str, object]:
         lines = DEFAULT_DIAGNOSTIC_LOG_LINES if log_lines is None else log_lines
@@ -169,6 +202,11 @@ class Daemon:
             self._pcsc.update_config(new.pcsc)
         if self._watcher is not None:
             self._watcher.identify_timeout = new.pcsc.identify_timeout
+        self._trust_config_changed(new)
+        if old.phone_home.global_url != new.phone_home.global_url:
+            _warn_global_phone_home_url(new)
+        if self._phone_home is not None and self._tasks is not None:
+            self._tasks.create_task(self._phone_home.configuration_changed())
         if self._service is not None:
             self._service.config_changed(old, new)
         self.ring.record(EventKind.CONFIG, "configuration reloaded")
@@ -225,14 +263,59 @@ class Daemon:
         finally:
             bus.disconnect()
 
+    def _trust_config_changed(self, new: Config) -> None:
+        if self._trust is None:
+            return
+        shared = Path(new.trust.shared_dir).expanduser() if new.trust.shared_dir else None
+        if (self.trust.system_cas, self.trust.shared_dir) != (new.trust.system_cas, shared):
+            self.trust.system_cas = new.trust.system_cas
+            self.trust.shared_dir = shared
+            self.trust.reload()
+
+    def _build_services(self, tasks: asyncio.TaskGroup) -> None:
+        """Trust, phone home and administration, once the bus name is ours: the state
+        files are checked (and left-over temporary files removed) by one instance only."""
+        self._trust = TrustStore.from_config(self._config.trust, self.state)
+        recovered = self.token_store.recover()
+        logger.debug("%d token settings files in %s", len(recovered), self.token_store.directory)
+        _warn_global_phone_home_url(self._config)
+        client = create_client(self.trust.ssl_context_for, timeout=self._config.phone_home.timeout)
+        self._phone_home = PhoneHomeService(
+            self.registry,
+            self.token_store,
+            lambda: self._config,
+            client,
+            tasks.create_task,
+            self.ring,
+        )
+        self._admin = AdminService(
+            self.trust,
+            self.token_store,
+            self._phone_home,
+            self.ring,
+            state=self.state,
+            home=Path(os.environ.get("HOME") or Path.home()),
+            config_paths=lambda: self._config_files or config_paths(),
+            certificate_timeout=self._config.phone_home.timeout,
+        )
+
+    async def _offer_legacy_import(self) -> None:
+        try:
+            await self.admin.offer_legacy_import(self._config.legacy.import_on_first_start)
+        except Exception as exc:  # the offer is a convenience: never fatal
+            logger.warning("could not offer the ESC profile import: %s", exc)
+
     async def _serve(self, bus: ObjectManagerBus) -> int:
         assert self._stop_requested is not None
         async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
             self._service = EscdService(bus, self.registry, self)
             self._service.start()
             refused = await self._own_name(bus)
             if refused is not None:
                 return refused
+            self._build_services(tasks)
+            assert self._phone_home is not None
             self._watcher = CardWatcher(
                 self._backend,
                 self.registry,
@@ -241,7 +324,9 @@ class Daemon:
                 identify_timeout=self._config.pcsc.identify_timeout,
             )
             self.registry.subscribe(self._update_status)
+            self._phone_home.start()
             self._watcher.start()
+            tasks.create_task(self._offer_legacy_import())
             self._status = self._status_text()
             notify(f"READY=1\nSTATUS={self._status}")
             self.ring.record(EventKind.DAEMON, f"escd {__version__} started")
@@ -254,6 +339,7 @@ class Daemon:
             notify("STOPPING=1")
             logger.info("escd is stopping" if not bus_lost else "lost the session bus; exiting")
             self._watcher.stop()
+            await self._phone_home.aclose()
             if not bus_lost:
                 # Tokens and readers leave the bus with InterfacesRemoved, as on removal.
                 self._service.stop()
@@ -314,6 +400,17 @@ class Daemon:
         if text != self._status:
             self._status = text
             notify(f"STATUS={text}")
+
+
+def _warn_global_phone_home_url(config: Config) -> None:
+    url = config.phone_home.global_url
+    if url:
+        # ESC manual table 5.1: the global URL "forces all tokens to point to the same TPS".
+        logger.warning(
+            "phone_home.global_url is set (%s): every token without a Phone Home URL of its "
+            "own is sent to the TPS it names",
+            url,
+        )
 
 
 def run_daemon(config_files: list[Path] | None, log_level: str | None) -> int:

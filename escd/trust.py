@@ -225,6 +225,15 @@ def _subject(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()
 
 
+#: Why a certificate that is no CA is not imported as an authority.
+NOT_A_CA = "not a CA certificate; pin a server's own certificate instead"
+
+
+def is_ca_certificate(cert: x509.Certificate) -> bool:
+    """Whether ``import_authorities`` would accept ``cert`` (a CA, or an old v1 root)."""
+    return _is_ca(cert)
+
+
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
@@ -520,12 +529,7 @@ class TrustStore:
         ensure_dir(self._authorities)
         for cert in _unique(certs):
             if not _is_ca(cert):
-                rejected.append(
-                    (
-                        _subject(cert),
-                        "not a CA certificate; pin a server's own certificate instead",
-                    )
-                )
+                rejected.append((_subject(cert), NOT_A_CA))
                 continue
             entry = _authority_entry(cert, shared=False)
             path = self._authorities / f"{fingerprint_plain(cert)}.pem"

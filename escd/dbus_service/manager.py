@@ -8,9 +8,12 @@ It holds no state of its own and never touches a card, pcscd or a file.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Protocol
 
-from dbus_fast.annotations import DBusObjectPath, DBusStr, DBusUInt32
+from dbus_fast import Variant
+from dbus_fast.annotations import DBusBytes, DBusObjectPath, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
@@ -21,16 +24,78 @@ from escd.dbus_service.names import MANAGER_INTERFACE, token_path
 from escd.dbus_service.variants import (
     DBusStrList,
     DBusVarDict,
+    DBusVarDictList,
     DBusVoid,
     parse_options,
     to_vardict,
+    to_variant,
 )
 from escd.errors import InvalidArgumentError
+from escd.legacy import ImportReport
 from escd.tokens import TokenRegistry
 
 #: Options of ``GetDiagnostics`` and their signatures.
 DIAGNOSTICS_OPTIONS = {"log_lines": "u", "format": "s"}
 DIAGNOSTICS_FORMATS = ("", "text")
+IMPORT_AUTHORITY_OPTIONS = {"confirmed": "b"}
+PIN_SERVER_OPTIONS = {"subject": "s"}
+#: ``SetTokenSettings`` keys (all ``s``; ``""`` clears one).
+TOKEN_SETTINGS = (
+    "tps_url",
+    "enrollment_ui_url",
+    "issuer_name",
+    "phone_home_url",
+    "enrolled_token_browser_url",
+    "enrolled_token_url",
+)
+
+
+class AdminActions(Protocol):
+    """Trust, ESC migration and per-token settings (``escd.admin.AdminService``)."""
+
+    def import_authority(self, data: bytes, *, confirmed: bool) -> list[dict[str, object]]: ...
+
+    def list_trust(self) -> list[dict[str, object]]: ...
+
+    def remove_trust(self, entry_id: str) -> dict[str, object]: ...
+
+    async def fetch_server_certificate(self, url: str) -> dict[str, object]: ...
+
+    def pin_server(
+        self, url: str, shown_fingerprint: str, subject: str = ""
+    ) -> dict[str, object]: ...
+
+    async def import_legacy(self, path: str) -> tuple[ImportReport, list[Path]]: ...
+
+    def get_token_settings(self, token_id: str) -> dict[str, str]: ...
+
+    async def set_token_settings(
+        self, token_id: str, values: Mapping[str, str]
+    ) -> dict[str, str]: ...
+
+
+#: Signatures of the keys of trust entries and certificates (``ListTrust`` and friends).
+_TRUST_SIGNATURES = {
+    "port": "u",
+    "not_before": "t",
+    "not_after": "t",
+    "shared": "b",
+    "pinned": "b",
+    "der": "ay",
+}
+
+
+def trust_vardict(item: Mapping[str, object]) -> dict[str, Variant]:
+    """A trust entry or certificate description with the documented types."""
+    return {
+        key: Variant(_TRUST_SIGNATURES[key], value)
+        if key in _TRUST_SIGNATURES
+        else to_variant(value)
+        for key, value in item.items()
+    }
+
+
+DBusImportResult = Annotated[list[Any], DBusSignature("ua{sv}")]
 
 
 class ManagerActions(Protocol):
@@ -50,6 +115,9 @@ class ManagerActions(Protocol):
         """Re-read the configuration files; raises ``ConfigError`` and keeps the old one."""
         ...
 
+    @property
+    def admin(self) -> AdminActions: ...
+
 
 def policy_of(config: Config) -> dict[str, object]:
     """``Manager.Policy``: what frontends should offer (read-only for clients)."""
@@ -58,6 +126,8 @@ def policy_of(config: Config) -> dict[str, object]:
         "hide_format": policy.hide_format,
         "deny_format": policy.deny_format,
         "require_pin_for_certificates": policy.require_pin_for_certificates,
+        "tps_message_timeout": config.tps.message_timeout,
+        "global_phone_home_url": config.phone_home.global_url,
     }
 
 
@@ -107,6 +177,63 @@ class ManagerInterface(ServiceInterface):
     def FindToken(self, query: DBusStr) -> DBusObjectPath:
         return token_path(self._registry.find(query).token_id)
 
+    @dbus_method()
+    @translate_errors
+    def ImportAuthority(self, data: DBusBytes, options: DBusVarDict) -> DBusVarDictList:
+        values = parse_options(options, IMPORT_AUTHORITY_OPTIONS)
+        items = self._actions.admin.import_authority(
+            bytes(data), confirmed=bool(values.get("confirmed", False))
+        )
+        return [trust_vardict(item) for item in items]
+
+    @dbus_method()
+    @translate_errors
+    def ListTrust(self) -> DBusVarDictList:
+        return [trust_vardict(item) for item in self._actions.admin.list_trust()]
+
+    @dbus_method()
+    @translate_errors
+    def RemoveTrust(self, id: DBusStr) -> DBusVoid:
+        self._actions.admin.remove_trust(id)
+
+    @dbus_method()
+    @translate_errors
+    async def FetchServerCertificate(self, url: DBusStr) -> DBusVarDict:
+        return trust_vardict(await self._actions.admin.fetch_server_certificate(url))
+
+    @dbus_method()
+    @translate_errors
+    def PinServer(self, url: DBusStr, fingerprint: DBusStr, options: DBusVarDict) -> DBusVarDict:
+        values = parse_options(options, PIN_SERVER_OPTIONS)
+        entry = self._actions.admin.pin_server(url, fingerprint, values.get("subject", ""))
+        return trust_vardict(entry)
+
+    @dbus_method()
+    @translate_errors
+    async def ImportLegacyPreferences(
+        self, path: DBusStr, options: DBusVarDict
+    ) -> DBusImportResult:
+        parse_options(options, {})
+        report, files = await self._actions.admin.import_legacy(path)
+        details = {
+            "imported": list(report.imported),
+            "skipped": [{"item": item, "reason": reason} for item, reason in report.skipped],
+            "written": str(report.written) if report.written else "",
+            "files": [str(file) for file in files],
+        }
+        return [len(report.imported), to_vardict(details)]
+
+    @dbus_method()
+    @translate_errors
+    def GetTokenSettings(self, token: DBusStr) -> DBusVarDict:
+        return to_vardict(self._actions.admin.get_token_settings(token))
+
+    @dbus_method()
+    @translate_errors
+    async def SetTokenSettings(self, token: DBusStr, settings: DBusVarDict) -> DBusVoid:
+        values = parse_options(settings, dict.fromkeys(TOKEN_SETTINGS, "s"))
+        await self._actions.admin.set_token_settings(token, values)
+
     # -- change notification (called by the service, not over the bus) -----------------
 
     def pcsc_state_changed(self) -> None:
@@ -127,5 +254,18 @@ def _name_result(method: object, name: str) -> None:
     method.__dict__["__DBUS_METHOD"].introspection.out_args[0].name = name
 
 
+def _name_results(method: object, *names: str) -> None:
+    for arg, name in zip(
+        method.__dict__["__DBUS_METHOD"].introspection.out_args, names, strict=True
+    ):
+        arg.name = name
+
+
 _name_result(ManagerInterface.GetDiagnostics, "report")
 _name_result(ManagerInterface.FindToken, "token")
+_name_result(ManagerInterface.ImportAuthority, "certificates")
+_name_result(ManagerInterface.ListTrust, "entries")
+_name_result(ManagerInterface.FetchServerCertificate, "certificate")
+_name_result(ManagerInterface.PinServer, "entry")
+_name_result(ManagerInterface.GetTokenSettings, "settings")
+_name_results(ManagerInterface.ImportLegacyPreferences, "imported", "report")

@@ -45,6 +45,14 @@ PROPERTY_OF_FIELD = {
     "info.phone_home_url": "PhoneHomeUrl",
     "info.pin_tries_left": "PinTriesLeft",
     "info.certificates": "Certificates",
+    "phone_home_url": "PhoneHomeUrl",
+    "issuer_name": "IssuerName",
+    "tps_url": "TpsUrl",
+    "enrollment_ui_url": "EnrollmentUiUrl",
+    "enrolled_token_browser_url": "EnrolledTokenUrl",
+    "ca_chain_url": "CaChainUrl",
+    "token_type": "TokenType",
+    "phone_home_state": "PhoneHomeState",
 }
 INVALIDATED_PROPERTIES = frozenset({"Certificates"})
 
@@ -113,7 +121,38 @@ class TokenInterface(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def PhoneHomeUrl(self) -> DBusStr:
-        return self._record.info.phone_home_url
+        # The URL escd phones home to; until phone home ran, the one on the card.
+        return self._record.phone_home_url or self._record.info.phone_home_url
+
+    @dbus_property(access=PropertyAccess.READ)
+    def IssuerName(self) -> DBusStr:
+        return self._record.issuer_name
+
+    @dbus_property(access=PropertyAccess.READ)
+    def TpsUrl(self) -> DBusStr:
+        return self._record.tps_url
+
+    @dbus_property(access=PropertyAccess.READ)
+    def EnrollmentUiUrl(self) -> DBusStr:
+        return self._record.enrollment_ui_url
+
+    @dbus_property(access=PropertyAccess.READ)
+    def EnrolledTokenUrl(self) -> DBusStr:
+        # ESC's EnrolledTokenBrowserURL: the page for an enrolled token (never opened
+        # by escd unless auto_launch.open_enrolled_token_url says so).
+        return self._record.enrolled_token_browser_url
+
+    @dbus_property(access=PropertyAccess.READ)
+    def CaChainUrl(self) -> DBusStr:
+        return self._record.ca_chain_url
+
+    @dbus_property(access=PropertyAccess.READ)
+    def TokenType(self) -> DBusStr:
+        return self._record.token_type
+
+    @dbus_property(access=PropertyAccess.READ)
+    def PhoneHomeState(self) -> DBusUInt32:
+        return int(self._record.phone_home_state)
 
     @dbus_property(access=PropertyAccess.READ)
     def PinTriesLeft(self) -> DBusInt32:

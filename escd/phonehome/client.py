@@ -90,8 +90,12 @@ class TrustTransport(httpx.AsyncBaseTransport):
         if current is None or current[0] is not context:
             if current is not None:
                 await current[1].aclose()
+            # Phone home is one request per insertion: a connection kept open between
+            # them would only hold a socket here and a worker on the server.
             transport = httpx.AsyncHTTPTransport(
-                verify=context if context is not None else True, trust_env=False
+                verify=context if context is not None else True,
+                trust_env=False,
+                limits=httpx.Limits(max_keepalive_connections=0),
             )
             current = (context, transport)
             self._transports[key] = current

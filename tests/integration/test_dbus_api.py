@@ -344,11 +344,13 @@ async def test_manager_properties(running: Running) -> None:
     snapshot = await running.client.snapshot()
     manager = snapshot.manager
     assert manager.version
-    assert manager.features == ()
+    assert "phone-home" in manager.features
     assert manager.policy == {
         "hide_format": False,
         "deny_format": False,
         "require_pin_for_certificates": False,
+        "tps_message_timeout": 90.0,
+        "global_phone_home_url": "",
     }
     assert manager.auto_launch_policy == 0
 
