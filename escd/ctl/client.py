@@ -34,7 +34,7 @@ from escd.dbus_service.names import (
     TOKEN_INTERFACE,
     TOKEN_PATH_PREFIX,
 )
-from escd.model import AppletKind, TokenState
+from escd.model import AppletKind, PhoneHomeState, TokenState
 from escd.readers import PcscState, ReaderState
 
 
@@ -99,6 +99,13 @@ class TokenView:
     pin_tries_left: int
     certificates: tuple[dict[str, Any], ...]
     reader_name: str = ""
+    issuer_name: str = ""
+    tps_url: str = ""
+    enrollment_ui_url: str = ""
+    enrolled_token_url: str = ""
+    ca_chain_url: str = ""
+    token_type: str = ""
+    phone_home_state: PhoneHomeState = PhoneHomeState.NOT_ATTEMPTED
 
     @property
     def token_id(self) -> str:
@@ -119,7 +126,20 @@ class TokenView:
             phone_home_url=p.get("PhoneHomeUrl", ""),
             pin_tries_left=p.get("PinTriesLeft", -1),
             certificates=tuple(p.get("Certificates", ())),
+            **{attr: p[prop] for prop, attr in _PHONE_HOME_PROPERTIES.items() if prop in p},
+            phone_home_state=PhoneHomeState(p.get("PhoneHomeState", 0)),
         )
+
+
+#: Token properties from phone home (and the settings) → ``TokenView`` fields.
+_PHONE_HOME_PROPERTIES = {
+    "IssuerName": "issuer_name",
+    "TpsUrl": "tps_url",
+    "EnrollmentUiUrl": "enrollment_ui_url",
+    "EnrolledTokenUrl": "enrolled_token_url",
+    "CaChainUrl": "ca_chain_url",
+    "TokenType": "token_type",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +376,8 @@ def _merge_token(
         phone_home_url=props.get("PhoneHomeUrl", old.phone_home_url),
         pin_tries_left=props.get("PinTriesLeft", old.pin_tries_left),
         certificates=tuple(props.get("Certificates", old.certificates)),
+        phone_home_state=PhoneHomeState(props.get("PhoneHomeState", old.phone_home_state)),
+        **{attr: props[prop] for prop, attr in _PHONE_HOME_PROPERTIES.items() if prop in props},
     )
     reader = readers.get(token.reader)
     return _with_reader_name(token, reader)

@@ -8,6 +8,12 @@
     escctl diagnose [TOKEN] [--json] [--log N]
                                    a support report to paste into a bug report (versions,
                                    pcscd, readers, tokens, recent events; never a secret)
+    escctl trust import|add-server|list|remove ...
+                                   CA certificates and server pins (escd.ctl.admin)
+    escctl import-esc-prefs [PATH] [--json]
+                                   import the settings of ESC
+    escctl settings TOKEN [--tps-url URL] ... [--clear KEY]
+                                   a token's values set by hand
 
 Exit codes: 0 success, 1 the daemon refused the request, 2 usage error, 3 the daemon is
 not reachable (no session bus, or escd neither running nor activatable), 4 no such token
@@ -27,7 +33,7 @@ from typing import Any
 from dbus_fast import DBusError, Variant
 
 from escd import __version__
-from escd.ctl import output
+from escd.ctl import admin, output
 from escd.ctl.client import DaemonUnreachableError, EscdClient, Snapshot
 from escd.dbus_service.names import ERROR_NO_SUCH_TOKEN
 from escd.readers import PcscState
@@ -83,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"include the last N log lines (default {DIAGNOSE_LOG_LINES}, 0 for none)",
     )
+    admin.add_parsers(commands)
     return parser
 
 
@@ -167,6 +174,7 @@ _COMMANDS: dict[str, Callable[[EscdClient, argparse.Namespace], Coroutine[Any, A
     "info": _info,
     "watch": _watch,
     "diagnose": _diagnose,
+    **admin.COMMANDS,
 }
 
 

@@ -29,6 +29,13 @@ def token_dict(token: TokenView) -> dict[str, Any]:
         "applet_version": "{}.{}".format(*token.applet_version),
         "pin_tries_left": token.pin_tries_left,
         "phone_home_url": token.phone_home_url,
+        "phone_home_state": _name(token.phone_home_state),
+        "issuer_name": token.issuer_name,
+        "tps_url": token.tps_url,
+        "enrollment_ui_url": token.enrollment_ui_url,
+        "enrolled_token_url": token.enrolled_token_url,
+        "ca_chain_url": token.ca_chain_url,
+        "token_type": token.token_type,
         "certificates": [dict(cert) for cert in token.certificates],
     }
 
@@ -80,8 +87,16 @@ def info_text(token: TokenView) -> str:
         ("Applet version", "{}.{}".format(*token.applet_version)),
         ("PIN tries left", tries),
         ("Phone Home URL", token.phone_home_url or "(none)"),
+        ("Phone home", _name(token.phone_home_state)),
+        ("Issuer", token.issuer_name or "(unknown)"),
+        ("TPS URL", token.tps_url or "(none)"),
+        ("Enrollment UI", token.enrollment_ui_url or "(none)"),
+        ("Enrolled URL", token.enrolled_token_url or "(none)"),
+        ("Token type", token.token_type or "(none)"),
         ("Certificates", str(len(token.certificates))),
     ]
+    if token.ca_chain_url:
+        rows.insert(-1, ("CA chain URL", token.ca_chain_url))
     width = max(len(name) for name, _ in rows)
     lines = [f"{name + ':':<{width + 1}} {value}" for name, value in rows]
     for cert in token.certificates:
@@ -128,6 +143,10 @@ def _changed_value(token: TokenView, prop: str) -> str:
         "PinTriesLeft": str(token.pin_tries_left),
         "Reader": repr(token.reader_name),
         "PhoneHomeUrl": token.phone_home_url,
+        "PhoneHomeState": _name(token.phone_home_state),
+        "IssuerName": token.issuer_name,
+        "TpsUrl": token.tps_url,
+        "TokenType": token.token_type,
         "Cuid": token.cuid,
         "Atr": token.atr,
     }

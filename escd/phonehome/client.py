@@ -159,8 +159,12 @@ async def fetch_service_info(
             untrusted.host, untrusted.port, untrusted.error, certificate_timeout
         ) from untrusted.error
     info = parse_service_info(body, max_size=max_size)
-    logger.info(
-        "phone home for %s: issuer %r, TPS %s", cuid.lower(), info.issuer_name, info.tps_url
+    # DEBUG: the caller logs the result at INFO once it has been stored and published.
+    logger.debug(
+        "phone home for %s answered: issuer %r, TPS %s",
+        cuid.lower(),
+        info.issuer_name,
+        info.tps_url,
     )
     for problem in info.problems:
         logger.warning("phone home for %s: %s", cuid.lower(), problem)

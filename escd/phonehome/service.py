@@ -275,6 +275,13 @@ class PhoneHomeService:
         if given and chosen.value != record.agent_phone_home_url:
             record = await self._remember_url(token_id, record, chosen.value)
         self._publish(token_id, record, PhoneHomeState.FETCHED, chosen.value)
+        logger.info(
+            "phone home for %s: issuer %r, TPS %s",
+            token_id,
+            info.issuer_name,
+            info.tps_url or "(none)",
+            extra=_fields(token_id),
+        )
         self._event(
             token_id, f"phone home: issuer {info.issuer_name!r}, TPS {info.tps_url or '(none)'}"
         )

@@ -1,0 +1,365 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``escctl`` commands for trust, ESC migration and per-token settings.
+
+    escctl trust import FILE [--yes]      show a CA certificate or chain (PEM, DER,
+                                          PKCS#7), ask, then trust it
+    escctl trust add-server URL [--yes]   show the certificate a server presents, ask,
+                                          then pin its SHA-256 for that host and port
+    escctl trust list [--json]            imported and shared CAs, server pins
+    escctl trust remove ID                stop trusting one entry of the list
+    escctl import-esc-prefs [PATH] [--json]
+                                          import ESC's esc-prefs.js / prefs.js (all of
+                                          the user's profiles when PATH is omitted)
+    escctl settings TOKEN [--tps-url URL] [--phone-home-url URL] ... [--clear KEY]
+                                          show or set the values set by hand for a token
+
+Everything goes through the daemon's Manager methods; nothing is trusted without the
+user answering "y" to a question that shows subject and fingerprint (or ``--yes``). The
+question is read from standard input, so ``echo y | escctl trust import FILE`` works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+from dbus_fast import DBusError, Variant
+
+from escd.ctl.client import EscdClient
+from escd.dbus_service.names import (
+    ERROR_NO_SUCH_TOKEN,
+    MANAGER_INTERFACE,
+    MANAGER_PATH,
+    TOKEN_PATH_PREFIX,
+)
+from escd.phonehome.cache import ADMIN_FIELDS as TOKEN_SETTINGS
+
+# The exit codes of escctl (escd.ctl.main).
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+_TOKEN_ID = re.compile(r"[0-9a-fA-F]{20}|atr_[0-9a-f]+_[0-9a-f]+")
+
+Command = Callable[[EscdClient, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``trust``, ``import-esc-prefs`` and ``settings`` to escctl's parser."""
+    trust = commands.add_parser(
+        "trust",
+        help="CA certificates and server pins for TPS and phone-home connections",
+        description="Whom escd trusts besides the system CAs (ESC's Authorities and Servers tabs).",
+    )
+    actions = trust.add_subparsers(dest="trust_command", metavar="ACTION", required=True)
+    imports = actions.add_parser(
+        "import",
+        help="trust a CA certificate or chain (PEM, DER or PKCS#7)",
+        description="Show the certificates in FILE (as a Dogtag CA's 'Import CA "
+        "Certificate Chain' page gives them), ask, then trust them.",
+    )
+    imports.add_argument("file", metavar="FILE", type=Path)
+    imports.add_argument("--yes", action="store_true", help="do not ask")
+    add_server = actions.add_parser(
+        "add-server",
+        help="pin the certificate a server presents (ESC's 'Add Exception')",
+        description="Fetch the certificate the https server at URL presents, show it, "
+        "ask, then accept exactly that certificate (its SHA-256) for that host and port.",
+    )
+    add_server.add_argument("url", metavar="URL", help="https URL or host[:port]")
+    add_server.add_argument("--yes", action="store_true", help="do not ask")
+    listing = actions.add_parser("list", help="list trusted CAs and pinned servers")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    remove = actions.add_parser("remove", help="stop trusting one entry")
+    remove.add_argument("id", metavar="ID", help="an id from 'escctl trust list'")
+
+    legacy = commands.add_parser(
+        "import-esc-prefs",
+        help="import the settings of the Enterprise Security Client (ESC)",
+        description="Read ESC's esc-prefs.js and profile prefs.js as data (never "
+        "executed) and import what escd has a place for; every skipped preference is "
+        "listed with the reason. Running it again changes nothing.",
+    )
+    legacy.add_argument(
+        "path",
+        nargs="?",
+        default="",
+        metavar="PATH",
+        help="a prefs.js or esc-prefs.js file, an ESC profile directory or ~/.redhat/esc "
+        "(default: the installed esc-prefs.js and all of your ESC profiles)",
+    )
+    legacy.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    settings = commands.add_parser(
+        "settings",
+        help="show or set a token's values set by hand",
+        description="Values set here win over what phone home says, and escd never "
+        "changes them. The token need not be inserted when given by its CUID.",
+    )
+    settings.add_argument("token", metavar="TOKEN", help="CUID, unique CUID prefix or reader name")
+    for key in TOKEN_SETTINGS:
+        settings.add_argument(
+            "--" + key.replace("_", "-"),
+            dest=key,
+            metavar="VALUE",
+            help=f"set {key.replace('_', ' ')}",
+        )
+    settings.add_argument(
+        "--clear",
+        action="append",
+        default=[],
+        metavar="KEY",
+        choices=[key.replace("_", "-") for key in TOKEN_SETTINGS],
+        help="clear one value (repeatable): "
+        + ", ".join(k.replace("_", "-") for k in TOKEN_SETTINGS),
+    )
+    settings.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _complain(text: str) -> None:
+    print(f"escctl: {text}", file=sys.stderr, flush=True)
+
+
+async def _read_line() -> str:
+    """One line of standard input without blocking the loop (Ctrl+C still works)."""
+    loop = asyncio.get_running_loop()
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return ""
+    future: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    try:
+        loop.add_reader(fd, readable)
+    except (OSError, ValueError):
+        # A regular file or /dev/null cannot be watched, and never blocks either.
+        return sys.stdin.readline()
+    try:
+        await future
+    finally:
+        loop.remove_reader(fd)
+    return sys.stdin.readline()
+
+
+async def confirm(question: str, assume_yes: bool) -> bool:
+    if assume_yes:
+        return True
+    print(f"{question} [y/N] ", end="", flush=True)
+    answer = await _read_line()
+    if not answer:
+        print(flush=True)
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _date(seconds: object) -> str:
+    value = int(seconds) if isinstance(seconds, int) else 0
+    return time.strftime("%Y-%m-%d", time.gmtime(value)) if value else "unknown"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Variant):
+        return _plain(value.value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+async def _manager(client: EscdClient, member: str, signature: str = "", *body: Any) -> Any:
+    return _plain(await client.call(MANAGER_PATH, MANAGER_INTERFACE, member, signature, [*body]))
+
+
+# -- trust ------------------------------------------------------------------------------
+
+
+def _certificate_lines(cert: Mapping[str, Any]) -> list[str]:
+    return [
+        f"  subject: {cert.get('subject', '')}",
+        f"  issuer:  {cert.get('issuer', '')}",
+        f"  SHA-256: {cert.get('fingerprint', '')}",
+        f"  valid:   {_date(cert.get('not_before'))} to {_date(cert.get('not_after'))}",
+    ]
+
+
+async def _trust_import(client: EscdClient, args: argparse.Namespace) -> int:
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        _complain(f"cannot read {args.file}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    (certs,) = await _manager(client, "ImportAuthority", "aya{sv}", data, {})
+    new = [cert for cert in certs if cert["status"] == "new"]
+    for cert in certs:
+        _say(f"{'CA certificate' if cert['status'] != 'rejected' else 'Certificate'}:")
+        for line in _certificate_lines(cert):
+            _say(line)
+        if cert["status"] == "already-trusted":
+            _say("  already trusted")
+        elif cert["status"] == "rejected":
+            _say(f"  not imported: {cert['reason']}")
+    if not new:
+        _say("nothing to import")
+        return EXIT_OK if certs and all(c["status"] != "rejected" for c in certs) else EXIT_FAILED
+    question = (
+        f"Trust {'this CA' if len(new) == 1 else f'these {len(new)} CAs'} for TPS and "
+        "phone-home connections?"
+    )
+    if not await confirm(question, args.yes):
+        _complain("not imported")
+        return EXIT_FAILED
+    (done,) = await _manager(
+        client, "ImportAuthority", "aya{sv}", data, {"confirmed": Variant("b", True)}
+    )
+    for cert in done:
+        if cert["status"] == "added":
+            _say(f"trusted: {cert['subject']} ({cert['fingerprint']})")
+    return EXIT_OK
+
+
+async def _trust_add_server(client: EscdClient, args: argparse.Namespace) -> int:
+    (cert,) = await _manager(client, "FetchServerCertificate", "s", args.url)
+    where = f"{cert['host']}:{cert['port']}"
+    _say(f"{where} presents this certificate (not verified):")
+    for line in _certificate_lines(cert):
+        _say(line)
+    if cert.get("pinned"):
+        _say(f"already pinned for {where}")
+        return EXIT_OK
+    question = f"Accept this certificate, and only this one, for {where}?"
+    if not await confirm(question, args.yes):
+        _complain("not pinned")
+        return EXIT_FAILED
+    host = f"[{cert['host']}]" if ":" in cert["host"] else cert["host"]
+    url = f"https://{host}:{cert['port']}"
+    (entry,) = await _manager(
+        client,
+        "PinServer",
+        "ssa{sv}",
+        url,
+        cert["fingerprint"],
+        {"subject": Variant("s", cert["subject"])},
+    )
+    _say(f"pinned {where}: {entry['fingerprint']}")
+    return EXIT_OK
+
+
+async def _trust_list(client: EscdClient, args: argparse.Namespace) -> int:
+    (entries,) = await _manager(client, "ListTrust")
+    if args.json:
+        _say(json.dumps(entries, indent=2))
+        return EXIT_OK
+    if not entries:
+        _say("no CA imported and no server pinned (the system CAs are trusted)")
+        return EXIT_OK
+    for entry in entries:
+        if entry["kind"] == "server":
+            what = f"server {entry['host']}:{entry['port']}"
+        else:
+            what = "CA (shared, read-only)" if entry["shared"] else "CA"
+        _say(entry["id"])
+        _say(f"  {what}: {entry['subject'] or '(no subject)'}")
+        _say(f"  SHA-256: {entry['fingerprint']}")
+        if entry["not_after"]:
+            _say(f"  valid until {_date(entry['not_after'])}")
+    return EXIT_OK
+
+
+async def _trust_remove(client: EscdClient, args: argparse.Namespace) -> int:
+    await _manager(client, "RemoveTrust", "s", args.id)
+    _say(f"no longer trusted: {args.id}")
+    return EXIT_OK
+
+
+_TRUST: dict[str, Command] = {
+    "import": _trust_import,
+    "add-server": _trust_add_server,
+    "list": _trust_list,
+    "remove": _trust_remove,
+}
+
+
+async def _trust(client: EscdClient, args: argparse.Namespace) -> int:
+    return await _TRUST[args.trust_command](client, args)
+
+
+# -- ESC import ----------------------------------------------------------------------------
+
+
+async def _import_esc_prefs(client: EscdClient, args: argparse.Namespace) -> int:
+    # The daemon reads the files: hand it an absolute path.
+    path = str(Path(args.path).expanduser().absolute()) if args.path else ""
+    count, report = await _manager(client, "ImportLegacyPreferences", "sa{sv}", path, {})
+    if args.json:
+        _say(json.dumps({"imported_count": count, **report}, indent=2))
+        return EXIT_OK
+    _say("read: " + (", ".join(report["files"]) or "(nothing)"))
+    if report["imported"]:
+        _say(f"imported ({count}):")
+        for line in report["imported"]:
+            _say(f"  {line}")
+    else:
+        _say("nothing new to import")
+    if report["skipped"]:
+        _say("not imported:")
+        for item in report["skipped"]:
+            _say(f"  {item['item']}: {item['reason']}")
+    return EXIT_OK
+
+
+# -- per-token settings --------------------------------------------------------------------
+
+
+async def _token_id(client: EscdClient, query: str) -> str:
+    """A present token by CUID, prefix or reader; else a full CUID as given."""
+    try:
+        path = await client.find_token(query)
+    except DBusError as exc:
+        if exc.type == ERROR_NO_SUCH_TOKEN and _TOKEN_ID.fullmatch(query):
+            return query.lower()
+        raise
+    return path[len(TOKEN_PATH_PREFIX) :]
+
+
+async def _settings(client: EscdClient, args: argparse.Namespace) -> int:
+    token_id = await _token_id(client, args.token)
+    changes = {key: getattr(args, key) for key in TOKEN_SETTINGS if getattr(args, key)}
+    for key in args.clear:
+        name = key.replace("-", "_")
+        if name in changes:
+            _complain(f"--{key} is both set and cleared")
+            return 2
+        changes[name] = ""
+    if changes:
+        settings = {key: Variant("s", value) for key, value in changes.items()}
+        await _manager(client, "SetTokenSettings", "sa{sv}", token_id, settings)
+    (current,) = await _manager(client, "GetTokenSettings", "s", token_id)
+    if args.json:
+        _say(json.dumps({"token": token_id, "settings": current}, indent=2))
+        return EXIT_OK
+    _say(f"Set by hand for {token_id}:")
+    width = max(len(key) for key in TOKEN_SETTINGS)
+    for key in TOKEN_SETTINGS:
+        _say(f"  {key.replace('_', '-') + ':':<{width + 2}} {current.get(key) or '(not set)'}")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Command] = {
+    "trust": _trust,
+    "import-esc-prefs": _import_esc_prefs,
+    "settings": _settings,
+}
