@@ -20,7 +20,10 @@ import asyncio
 import logging
 import os
 import platform
+import re
+import shutil
 import signal
+import ssl
 import sys
 import time
 from importlib import metadata
@@ -33,23 +36,26 @@ from systemd.daemon import notify as sd_notify
 
 from escd import __version__
 from escd.admin import AdminService
+from escd.autolaunch import LaunchLimiter, SuggestionReason
 from escd.card.identify import identify
 from escd.cardwatch import CardWatcher
 from escd.config import Config, config_paths, load_config, state_dir
-from escd.dbus_service.names import BUS_NAME, DBUS_INTERFACE, DBUS_NAME, DBUS_PATH
+from escd.dbus_service.names import BUS_NAME, DBUS_INTERFACE, DBUS_NAME, DBUS_PATH, token_path
 from escd.dbus_service.objectmanager import ObjectManagerBus
 from escd.dbus_service.service import EscdService
 from escd.diagnostics import build_report
-from escd.errors import ConfigError
+from escd.errors import ConfigError, NoSuchTokenError
 from escd.events import EventKind, EventRing
+from escd.launcher import AutoLaunch, Launcher
 from escd.logsetup import LogSetup
+from escd.notifications import ENROLL_ACTION, Notifier
 from escd.pcsc.backend import PcscReaderBackend
 from escd.pcsc.connection import PcscCardSession
 from escd.phonehome.cache import TokenStore
 from escd.phonehome.client import create_client
 from escd.phonehome.service import PhoneHomeService
 from escd.readers import ReaderBackend
-from escd.tokens import RegistryEvent, TokenRegistry
+from escd.tokens import RegistryEvent, TokenRecord, TokenRegistry
 from escd.trust import TrustStore
 
 logger = logging.getLogger(__name__)
@@ -67,6 +73,8 @@ EXIT_CONFIG = 78
 FEATURES: tuple[str, ...] = ("phone-home",)
 
 DEFAULT_DIAGNOSTIC_LOG_LINES = 100
+#: Longest wait for ``pcscd --version`` (diagnostics only).
+PCSCD_VERSION_TIMEOUT = 5.0
 
 _COMPONENTS = ("pyscard", "dbus-fast", "cryptography", "PyYAML", "systemd-python")
 
@@ -92,6 +100,39 @@ def component_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "missing"
     return versions
+
+
+def crypto_versions() -> dict[str, str]:
+    """The TLS and X.509 libraries in use (ESC's diagnostics named NSS here)."""
+    from cryptography.hazmat.backends.openssl.backend import backend
+
+    return {"openssl": ssl.OPENSSL_VERSION, "cryptography-openssl": backend.openssl_version_text()}
+
+
+async def pcsc_lite_version() -> str:
+    """What ``pcscd --version`` says; pyscard cannot tell which pcsc-lite it talks to."""
+    binary = shutil.which("pcscd") or "/usr/sbin/pcscd"
+    if not Path(binary).exists():
+        return "missing"
+    try:
+        process = await asyncio.create_subprocess_exec(
+            binary,
+            "--version",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return "unknown"
+    try:
+        async with asyncio.timeout(PCSCD_VERSION_TIMEOUT):
+            output, _ = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return "unknown"
+    found = re.search(r"pcsc-lite version (\S+?)\.?\s", output.decode("utf-8", "replace"))
+    return found.group(1) if found else "unknown"
 
 
 def load_configuration(files: list[Path] | None) -> Config:
@@ -144,6 +185,9 @@ class Daemon:
         self._stop_requested: asyncio.Event | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._status = ""
+        self._launcher: Launcher | None = None
+        self._auto_launch: AutoLaunch | None = None
+        self._notifier: Notifier | None = None
         self.ready = asyncio.Event()
 
     # -- ServiceActions ----------------------------------------------------------------
@@ -175,8 +219,11 @@ class Daemon:
             raise RuntimeError("phone home before the daemon started")
         return self._phone_home
 
-    def diagnostics(self, log_lines: int | None, as_text: bool) -> dict[str, object]:
+    def diagnostics(
+        self, log_lines: int | None, as_text: bool, token: str | None = None
+    ) -> dict[str, object]:
         lines = DEFAULT_DIAGNOSTIC_LOG_LINES if log_lines is None else log_lines
+        only = self.registry.find(token).token_id if token is not None else None
         return build_report(
             self.registry,
             self.ring.recent(),
@@ -184,6 +231,7 @@ class Daemon:
             self._versions,
             [str(path) for path in self._existing_config_files()],
             as_text=as_text,
+            only=only,
         )
 
     def reload_configuration(self) -> None:
@@ -207,6 +255,10 @@ class Daemon:
             _warn_global_phone_home_url(new)
         if self._phone_home is not None and self._tasks is not None:
             self._tasks.create_task(self._phone_home.configuration_changed())
+        if self._auto_launch is not None:
+            self._auto_launch.apply(new.auto_launch)
+        if self._notifier is not None:
+            self._notifier.apply(new.notifications.enabled)
         if self._service is not None:
             self._service.config_changed(old, new)
         self.ring.record(EventKind.CONFIG, "configuration reloaded")
@@ -305,6 +357,91 @@ class Daemon:
         except Exception as exc:  # the offer is a convenience: never fatal
             logger.warning("could not offer the ESC profile import: %s", exc)
 
+    # -- auto-launch and desktop notifications ----------------------------------------
+
+    @property
+    def launcher(self) -> Launcher:
+        if self._launcher is None:
+            raise RuntimeError("auto-launch before the daemon started")
+        return self._launcher
+
+    @property
+    def notifier(self) -> Notifier:
+        if self._notifier is None:
+            raise RuntimeError("notifications before the daemon started")
+        return self._notifier
+
+    def _record(self, kind: EventKind, message: str, token_id: str) -> None:
+        self.ring.record(kind, message, token_id=token_id)
+
+    def _ui_agent_present(self) -> bool:
+        return False
+
+    async def _detect_versions(self) -> None:
+        self._versions["pcsc-lite"] = await pcsc_lite_version()
+
+    def _record_crypto(self) -> None:
+        crypto = crypto_versions()
+        self._versions.update(crypto)
+        self.ring.record(
+            EventKind.CRYPTO,
+            f"crypto initialised: cryptography {self._versions.get('cryptography', '?')} "
+            f"with {crypto['cryptography-openssl']}; TLS with {crypto['openssl']}",
+        )
+
+    async def _start_desktop(self, bus: ObjectManagerBus, tasks: asyncio.TaskGroup) -> None:
+        """Auto-launch and notifications, subscribed before the first insertion is seen."""
+        config = self._config
+        self._launcher = Launcher(bus, config.auto_launch, tasks.create_task, self._record)
+        self._auto_launch = AutoLaunch(
+            config.auto_launch,
+            self._launcher,
+            LaunchLimiter(config.auto_launch.min_interval, time.monotonic),
+            announce=self._announce_suggestion,
+            ui_agent_present=self._ui_agent_present,
+            phone_home_enabled=lambda: self._config.phone_home.enabled,
+            token_path=token_path,
+            record=self._record,
+        )
+        self.registry.subscribe(self._auto_launch.observe)
+        self._notifier = Notifier(
+            bus,
+            config.notifications.enabled,
+            tasks.create_task,
+            self._record,
+            on_action=self._notification_action,
+            can_enroll=self._can_enroll,
+        )
+        self.registry.subscribe(self._notifier.observe)
+        try:
+            await self._notifier.start()
+        except Exception as exc:  # notifications are a convenience: never fatal
+            logger.warning("desktop notifications are off: %s", exc)
+
+    def _stop_desktop(self) -> None:
+        if self._launcher is not None:
+            self._launcher.stop()
+        if self._notifier is not None:
+            self._notifier.stop()
+
+    def _announce_suggestion(self, token: TokenRecord, reason: SuggestionReason) -> None:
+        if self._service is not None:
+            self._service.manager.EnrollmentSuggested(token_path(token.token_id), int(reason))
+
+    def _can_enroll(self, token: TokenRecord) -> bool:
+        return self._ui_agent_present() or self.launcher.configured
+
+    def _notification_action(self, token_id: str, action: str) -> None:
+        """The user clicked "Enroll…": the same path as an auto-launch, without its limit."""
+        if action != ENROLL_ACTION or self._auto_launch is None:
+            return
+        try:
+            token = self.registry.token(token_id)
+        except NoSuchTokenError:
+            return  # pulled since the notification was shown
+        reason = self._auto_launch.reason_for(token) or SuggestionReason.UNINITIALIZED
+        self._auto_launch.suggest(token, reason, limited=False)
+
     async def _serve(self, bus: ObjectManagerBus) -> int:
         assert self._stop_requested is not None
         async with asyncio.TaskGroup() as tasks:
@@ -324,6 +461,9 @@ class Daemon:
                 identify_timeout=self._config.pcsc.identify_timeout,
             )
             self.registry.subscribe(self._update_status)
+            self._record_crypto()
+            tasks.create_task(self._detect_versions())
+            await self._start_desktop(bus, tasks)
             self._phone_home.start()
             self._watcher.start()
             tasks.create_task(self._offer_legacy_import())
@@ -339,6 +479,7 @@ class Daemon:
             notify("STOPPING=1")
             logger.info("escd is stopping" if not bus_lost else "lost the session bus; exiting")
             self._watcher.stop()
+            self._stop_desktop()
             await self._phone_home.aclose()
             if not bus_lost:
                 # Tokens and readers leave the bus with InterfacesRemoved, as on removal.

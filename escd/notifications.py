@@ -233,16 +233,25 @@ class Notifier:
             return
         if message.sender != self._server:
             return  # only the server we talk to may report clicks on our notifications
+        # A Notify reply wakes the task that sent it one loop turn later (call_soon),
+        # while this handler runs as soon as the message is read: a click sent right
+        # after the reply would find no id yet. Handle signals after that turn.
+        loop = asyncio.get_running_loop()
         if message.member == "ActionInvoked" and message.signature == "us":
-            notification_id, action = message.body
-            token_id = self._tokens_by_id.get(notification_id)
-            if token_id is not None:
-                logger.info("notification action %r for %s", action, token_id)
-                self._on_action(token_id, str(action))
+            loop.call_soon(self._action_invoked, int(message.body[0]), str(message.body[1]))
         elif message.member == "NotificationClosed" and message.signature == "uu":
-            token_id = self._tokens_by_id.pop(message.body[0], None)
-            if token_id is not None and self._last_id.get(token_id) == message.body[0]:
-                del self._last_id[token_id]
+            loop.call_soon(self._closed, int(message.body[0]))
+
+    def _action_invoked(self, notification_id: int, action: str) -> None:
+        token_id = self._tokens_by_id.get(notification_id)
+        if token_id is not None:
+            logger.info("notification action %r for %s", action, token_id)
+            self._on_action(token_id, action)
+
+    def _closed(self, notification_id: int) -> None:
+        token_id = self._tokens_by_id.pop(notification_id, None)
+        if token_id is not None and self._last_id.get(token_id) == notification_id:
+            del self._last_id[token_id]
 
     # -- what is notified ---------------------------------------------------------------
 

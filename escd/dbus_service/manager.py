@@ -15,7 +15,7 @@ from typing import Annotated, Any, Protocol
 from dbus_fast import Variant
 from dbus_fast.annotations import DBusBytes, DBusObjectPath, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.constants import PropertyAccess
-from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
 from escd import __version__
 from escd.config import Config
@@ -34,8 +34,11 @@ from escd.errors import InvalidArgumentError
 from escd.legacy import ImportReport
 from escd.tokens import TokenRegistry
 
+#: ``EnrollmentSuggested(o token, u reason)``.
+DBusSuggestion = Annotated[list[Any], DBusSignature("ou")]
+
 #: Options of ``GetDiagnostics`` and their signatures.
-DIAGNOSTICS_OPTIONS = {"log_lines": "u", "format": "s"}
+DIAGNOSTICS_OPTIONS = {"log_lines": "u", "format": "s", "token": "s"}
 DIAGNOSTICS_FORMATS = ("", "text")
 IMPORT_AUTHORITY_OPTIONS = {"confirmed": "b"}
 PIN_SERVER_OPTIONS = {"subject": "s"}
@@ -107,8 +110,11 @@ class ManagerActions(Protocol):
     @property
     def features(self) -> tuple[str, ...]: ...
 
-    def diagnostics(self, log_lines: int | None, as_text: bool) -> dict[str, object]:
-        """The diagnostics report (``text`` holds the ESC-style dump when ``as_text``)."""
+    def diagnostics(
+        self, log_lines: int | None, as_text: bool, token: str | None = None
+    ) -> dict[str, object]:
+        """The diagnostics report (``text`` holds the ESC-style dump when ``as_text``);
+        ``token`` (as ``FindToken`` takes it) restricts it to one token."""
         ...
 
     def reload_configuration(self) -> None:
@@ -164,7 +170,9 @@ class ManagerInterface(ServiceInterface):
         output = values.get("format", "")
         if output not in DIAGNOSTICS_FORMATS:
             raise InvalidArgumentError(f"format must be 'text' or empty, not {output!r}")
-        report = self._actions.diagnostics(values.get("log_lines"), as_text=output == "text")
+        report = self._actions.diagnostics(
+            values.get("log_lines"), as_text=output == "text", token=values.get("token")
+        )
         return to_vardict(report)
 
     @dbus_method()
@@ -234,6 +242,11 @@ class ManagerInterface(ServiceInterface):
         values = parse_options(settings, dict.fromkeys(TOKEN_SETTINGS, "s"))
         await self._actions.admin.set_token_settings(token, values)
 
+    @dbus_signal()
+    def EnrollmentSuggested(self, token: str, reason: int) -> DBusSuggestion:
+        """Sent once per insertion when the auto-launch policy suggests enrollment."""
+        return [token, reason]
+
     # -- change notification (called by the service, not over the bus) -----------------
 
     def pcsc_state_changed(self) -> None:
@@ -262,6 +275,12 @@ def _name_results(method: object, *names: str) -> None:
 
 
 _name_result(ManagerInterface.GetDiagnostics, "report")
+for _arg, _name in zip(
+    ManagerInterface.EnrollmentSuggested.__dict__["__DBUS_SIGNAL"].introspection.args,
+    ("token", "reason"),
+    strict=True,
+):
+    _arg.name = _name
 _name_result(ManagerInterface.FindToken, "token")
 _name_result(ManagerInterface.ImportAuthority, "certificates")
 _name_result(ManagerInterface.ListTrust, "entries")

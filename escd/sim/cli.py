@@ -26,6 +26,7 @@ from types import FrameType
 
 from escd import __version__
 from escd.log import TRAFFIC
+from escd.sim.demo import configure_demo, run_demo
 from escd.sim.lab import configure_lab, run_lab
 from escd.sim.tps_cli import configure_tps, run_tps
 
@@ -180,6 +181,12 @@ SUBCOMMANDS: list[Subcommand] = [
         "keep a TPS, a private pcscd and cards running; insert and remove cards by command",
         configure_lab,
         run_lab,
+    ),
+    Subcommand(
+        "demo",
+        "the whole chain end to end: phone home, format, enroll, PIN reset (under a minute)",
+        configure_demo,
+        run_demo,
     ),
 ]
 
