@@ -64,7 +64,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="Show the certificates in FILE (as a Dogtag CA's 'Import CA "
         "Certificate Chain' page gives them), ask, then trust them.",
     )
-    imports.add_argument("file", metavar="FILE", type=Path)
+    imports.add_argument(
+        "file", metavar="FILE", type=Path, help="the CA certificate or chain (PEM, DER or PKCS#7)"
+    )
     imports.add_argument("--yes", action="store_true", help="do not ask")
     add_server = actions.add_parser(
         "add-server",
