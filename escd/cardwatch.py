@@ -8,6 +8,11 @@ shared connection (other PC/SC users keep working), bounded by ``pcsc.identify_t
 A result that arrives after its card was pulled is dropped. ``refresh_token`` re-reads a
 present token the same way (``Token.Refresh``).
 
+Jobs get their card here too (``hold``): connected and inside one transaction for the
+whole operation, on the same worker thread, so a job and an identification never
+interleave on a card. While a reader is held nothing else reads its card (a refresh is
+``BusyError``); the job re-reads it when it is done (``reidentify``).
+
 It never blocks the loop and never talks to pyscard itself: the backend's
 ``CardSession`` does, on the worker thread.
 """
@@ -15,18 +20,20 @@ It never blocks the loop and never talks to pyscard itself: the backend's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
-from escd.card.transport import CardConnection
-from escd.errors import CardError, CardRemovedError, EscdError, PcscUnavailableError
+from escd.card.transport import CardConnection, exchange
+from escd.errors import BusyError, CardError, CardRemovedError, EscdError, PcscUnavailableError
 from escd.model import TokenInfo, TokenState
 from escd.readers import (
     CardInserted,
     CardRemoved,
+    CardSession,
     ReaderAdded,
     ReaderBackend,
     ReaderEvent,
@@ -64,6 +71,14 @@ class _ReaderWorker:
         self._queue.put((call, loop, future))
         return await future
 
+    def submit(self, call: Callable[[], object]) -> None:
+        """Queue ``call`` without waiting for it (clean-up that must run even when the
+        caller is being cancelled); it runs after everything queued before it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        future.add_done_callback(_log_failure)
+        self._queue.put((call, loop, future))
+
     def close(self) -> None:
         self._queue.put(None)
 
@@ -76,6 +91,11 @@ class _ReaderWorker:
                 _deliver(loop, future, None, exc)
             else:
                 _deliver(loop, future, result, None)
+
+
+def _log_failure(future: asyncio.Future[object]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("a card clean-up call failed: %s", future.exception())
 
 
 def _deliver(
@@ -120,6 +140,8 @@ class CardWatcher:
         #: Bumped on every insertion and removal: a result for an older value is stale.
         self._generations: dict[str, int] = {}
         self._pending: dict[str, asyncio.Task[None]] = {}
+        #: Readers whose card a job holds.
+        self._held: set[str] = set()
         self._stopped = False
 
     def start(self) -> None:
@@ -187,10 +209,14 @@ class CardWatcher:
         if task is not None:
             task.cancel()
 
-    def _start_identification(self, reader: str) -> None:
+    def _start_identification(self, reader: str) -> asyncio.Task[None] | None:
+        if reader in self._held:
+            # A job holds the card in a transaction; it re-reads the card when it ends.
+            return None
         generation = self._generations.get(reader, 0)
         task = self._spawn(self._identify_card(reader, generation))
         self._pending[reader] = task
+        return task
 
     async def _identify_card(self, reader: str, generation: int) -> None:
         try:
@@ -233,6 +259,8 @@ class CardWatcher:
         """Read a present token's card again (``Token.Refresh``)."""
         token = self._registry.token(token_id)
         reader = token.reader
+        if reader in self._held:
+            raise BusyError("a job is using this token; it is read again when the job ends")
         generation = self._generations.get(reader, 0)
         try:
             info = await self._read(reader)
@@ -243,11 +271,49 @@ class CardWatcher:
         self._registry.token_identified(info)
 
     async def _read(self, reader: str) -> TokenInfo:
+        worker = self._worker(reader)
+        async with asyncio.timeout(self.identify_timeout):
+            return await worker.run(lambda: self._read_blocking(reader))
+
+    def _worker(self, reader: str) -> _ReaderWorker:
         worker = self._workers.get(reader)
         if worker is None:
             worker = self._workers[reader] = _ReaderWorker(f"reader-{reader}")
-        async with asyncio.timeout(self.identify_timeout):
-            return await worker.run(lambda: self._read_blocking(reader))
+        return worker
+
+    # -- jobs (escd.operation.CardAccess) -------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def hold(self, reader: str) -> AsyncIterator[HeldCard]:
+        """The card in ``reader`` for a job: connected, in one transaction, until the end.
+
+        Raises ``BusyError`` if another job holds it, and what connecting raises
+        (``CardRemovedError``, ``CardError``, ``PcscUnavailableError``).
+        """
+        if self._stopped:
+            raise CardError("escd is stopping")
+        if reader in self._held:
+            raise BusyError("another job is using the card in this reader")
+        worker = self._worker(reader)
+        held = HeldCard(worker, self._backend, reader)
+        self._held.add(reader)
+        try:
+            await worker.run(held.open_blocking)
+            yield held
+        finally:
+            # Queued, not awaited: it must also happen while the job is being cancelled,
+            # and it runs after whatever the job still had queued on this worker.
+            worker.submit(held.release_blocking)
+            self._held.discard(reader)
+
+    async def reidentify(self, reader: str) -> None:
+        """Read the card in ``reader`` again (after a job); nothing if it has gone."""
+        if self._stopped or reader not in self._atrs:
+            return
+        task = self._pending.get(reader) or self._start_identification(reader)
+        if task is not None:
+            # ``wait``, not ``await``: cancelling the caller must not cancel the read.
+            await asyncio.wait({task})
 
     def _read_blocking(self, reader: str) -> TokenInfo:
         """On the reader's worker thread: connect shared, one transaction, identify."""
@@ -258,5 +324,48 @@ class CardWatcher:
                 return self._identify(session, reader)
             finally:
                 session.end_transaction()
+        finally:
+            session.close()
+
+
+class HeldCard:
+    """A card held by a job: its APDUs run on the reader's worker thread (``CardChannel``)."""
+
+    def __init__(self, worker: _ReaderWorker, backend: ReaderBackend, reader: str) -> None:
+        self._worker = worker
+        self._backend = backend
+        self._reader = reader
+        #: Set and cleared on the worker thread only.
+        self._session: CardSession | None = None
+
+    async def exchange(self, apdu: bytes) -> bytes:
+        return await self._worker.run(lambda: exchange(self._connected(), apdu))
+
+    async def reset(self) -> None:
+        await self._worker.run(lambda: self._connected().reset())
+
+    def _connected(self) -> CardSession:
+        if self._session is None:
+            raise CardError("the card session is closed")
+        return self._session
+
+    def open_blocking(self) -> None:
+        session = self._backend.connect(self._reader)
+        try:
+            session.begin_transaction()
+        except BaseException:
+            session.close()
+            raise
+        self._session = session
+
+    def release_blocking(self) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        try:
+            session.end_transaction()
+        except EscdError as exc:
+            # After a reset or a removal the transaction is already gone.
+            logger.debug("ending the transaction in %s: %s", self._reader, exc.message)
         finally:
             session.close()

@@ -28,6 +28,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dbus_fast import DBusError
 from dbus_fast.constants import MessageType, NameFlag, RequestNameReply
@@ -36,19 +37,33 @@ from systemd.daemon import notify as sd_notify
 
 from escd import __version__
 from escd.admin import AdminService
+from escd.agents import AgentBroker
 from escd.autolaunch import LaunchLimiter, SuggestionReason
 from escd.card.identify import identify
 from escd.cardwatch import CardWatcher
 from escd.config import Config, config_paths, load_config, state_dir
-from escd.dbus_service.names import BUS_NAME, DBUS_INTERFACE, DBUS_NAME, DBUS_PATH, token_path
+from escd.dbus_service.agent import DBusAgentChannel
+from escd.dbus_service.caller import CallerAwareBus
+from escd.dbus_service.job import JobExporter
+from escd.dbus_service.names import (
+    BUS_NAME,
+    DBUS_INTERFACE,
+    DBUS_NAME,
+    DBUS_PATH,
+    numbered_job_path,
+    token_path,
+)
 from escd.dbus_service.objectmanager import ObjectManagerBus
+from escd.dbus_service.peers import PeerWatcher
 from escd.dbus_service.service import EscdService
 from escd.diagnostics import build_report
 from escd.errors import ConfigError, NoSuchTokenError
 from escd.events import EventKind, EventRing
+from escd.jobs import JobManager, record_in
 from escd.launcher import AutoLaunch, Launcher
 from escd.logsetup import LogSetup
 from escd.notifications import ENROLL_ACTION, Notifier
+from escd.operation import OperationRequest, TpsOperations
 from escd.pcsc.backend import PcscReaderBackend
 from escd.pcsc.connection import PcscCardSession
 from escd.phonehome.cache import TokenStore
@@ -56,6 +71,7 @@ from escd.phonehome.client import create_client
 from escd.phonehome.service import PhoneHomeService
 from escd.readers import ReaderBackend
 from escd.tokens import RegistryEvent, TokenRecord, TokenRegistry
+from escd.tps.connection import TpsConnection
 from escd.trust import TrustStore
 
 logger = logging.getLogger(__name__)
@@ -71,6 +87,11 @@ EXIT_CONFIG = 78
 
 #: ``Manager.Features``: only what this build implements.
 FEATURES: tuple[str, ...] = ("phone-home",)
+
+#: ``Manager.Features`` of the TPS operations (specs: D-Bus API §4.2).
+OPERATION_FEATURES: tuple[str, ...] = ("enroll", "format", "reset-pin", "unblock", "renew")
+#: How long a stopping daemon waits for its jobs to close their connections and cards.
+JOB_STOP_TIMEOUT = 5.0
 
 DEFAULT_DIAGNOSTIC_LOG_LINES = 100
 #: Longest wait for ``pcscd --version`` (diagnostics only).
@@ -182,6 +203,9 @@ class Daemon:
         self._admin: AdminService | None = None
         self._watcher: CardWatcher | None = None
         self._service: EscdService | None = None
+        self._jobs: JobManager | None = None
+        self._agents: AgentBroker | None = None
+        self._operations: TpsOperations | None = None
         self._stop_requested: asyncio.Event | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._status = ""
@@ -198,7 +222,7 @@ class Daemon:
 
     @property
     def features(self) -> tuple[str, ...]:
-        return FEATURES
+        return FEATURES + OPERATION_FEATURES
 
     @property
     def trust(self) -> TrustStore:
@@ -269,6 +293,105 @@ class Daemon:
             raise RuntimeError("refresh before the watcher started")
         await self._watcher.refresh_token(token_id)
 
+    # -- jobs, operations and agents ---------------------------------------------------
+
+    @property
+    def jobs(self) -> JobManager:
+        if self._jobs is None:
+            raise RuntimeError("jobs before the daemon started")
+        return self._jobs
+
+    @property
+    def agents(self) -> AgentBroker:
+        if self._agents is None:
+            raise RuntimeError("agents before the daemon started")
+        return self._agents
+
+    @property
+    def operations(self) -> TpsOperations:
+        if self._operations is None:
+            raise RuntimeError("operations before the daemon started")
+        return self._operations
+
+    def start_operation(self, request: OperationRequest) -> str:
+        return self.operations.start(request).path
+
+    def token_job(self, token_id: str) -> str:
+        job = self.jobs.running_job(token_id) if self._jobs is not None else None
+        return job.path if job is not None else ""
+
+    def last_operation(self, token_id: str) -> dict[str, object]:
+        result = self.jobs.last_result(token_id) if self._jobs is not None else None
+        return result.last_operation() if result is not None else {}
+
+    def cancel_job(self, path: str, caller: str) -> None:
+        self.jobs.cancel(path, by=caller)
+
+    def register_agent(
+        self,
+        owner: str,
+        path: str,
+        *,
+        capabilities: frozenset[str] | None,
+        default: bool,
+        ui: bool,
+    ) -> None:
+        self.agents.register(owner, path, capabilities=capabilities, default=default, ui=ui)
+
+    def unregister_agent(self, owner: str, path: str) -> None:
+        self.agents.unregister(owner, path)
+
+    def _connect_tps(self, url: str) -> TpsConnection:
+        """A connection to ``url`` that trusts what the trust store says for its host."""
+        parts = urlsplit(url)
+        context = None
+        if parts.scheme.lower() == "https":
+            context = self.trust.ssl_context_for(parts.hostname or "", parts.port or 443)
+        return TpsConnection.from_config(
+            url, self._config.tps, version=__version__, ssl_context=context
+        )
+
+    async def _start_operations(
+        self, bus: ObjectManagerBus, tasks: asyncio.TaskGroup, watcher: CardWatcher
+    ) -> JobExporter:
+        """Agents, jobs and TPS operations, with the D-Bus objects that show them."""
+        self._agents = AgentBroker(
+            DBusAgentChannel(bus), timeout=lambda: self._config.agent.prompt_timeout
+        )
+        self._jobs = JobManager(
+            tasks.create_task,
+            numbered_path=numbered_job_path,
+            keep_finished=lambda: self._config.jobs.keep_finished,
+            cancel_on_client_vanish=lambda: self._config.jobs.cancel_on_client_vanish,
+            clock=time.time,
+        )
+        self._jobs.subscribe(record_in(self.ring))
+        self.registry.subscribe(self._jobs.observe)
+        # Phone home resolves the TPS URL: caller's > per-token setting > phone home's
+        # Operation > tps.url (and the token type likewise).
+        self._operations = TpsOperations(
+            self.registry,
+            self._jobs,
+            watcher,
+            self._agents,
+            self.phone_home,
+            self._connect_tps,
+            lambda: self._config,
+            version=__version__,
+        )
+        peers = PeerWatcher(bus)
+        peers.subscribe(self._agents.peer_vanished)
+        peers.subscribe(self._jobs.client_vanished)
+        await peers.start()
+        exporter = JobExporter(bus, self._jobs, self, self._token_job_changed)
+        exporter.start()
+        return exporter
+
+    def _token_job_changed(self, token_id: str) -> None:
+        token = self._service.token_object(token_id) if self._service is not None else None
+        if token is not None:
+            token.job_changed()
+
     # -- life cycle --------------------------------------------------------------------
 
     def request_stop(self) -> None:
@@ -305,7 +428,7 @@ class Daemon:
 
     async def _run(self) -> int:
         try:
-            bus = ObjectManagerBus(bus_address=self._bus_address)
+            bus = CallerAwareBus(bus_address=self._bus_address)
             await bus.connect()
         except Exception as exc:  # dbus-fast raises OSError, AuthError, InvalidAddressError…
             _fail(f"cannot connect to the session bus: {exc or exc.__class__.__name__}")
@@ -461,6 +584,7 @@ class Daemon:
                 identify_timeout=self._config.pcsc.identify_timeout,
             )
             self.registry.subscribe(self._update_status)
+            exporter = await self._start_operations(bus, tasks, self._watcher)
             self._record_crypto()
             tasks.create_task(self._detect_versions())
             await self._start_desktop(bus, tasks)
@@ -478,6 +602,11 @@ class Daemon:
             bus_lost = lost.done()
             notify("STOPPING=1")
             logger.info("escd is stopping" if not bus_lost else "lost the session bus; exiting")
+            # Jobs first: they close their TPS connections and hand their cards back to
+            # the reader workers, which the watcher then shuts down.
+            await self.jobs.stop(JOB_STOP_TIMEOUT)
+            self.agents.close()
+            exporter.stop()
             self._watcher.stop()
             self._stop_desktop()
             await self._phone_home.aclose()

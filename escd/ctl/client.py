@@ -25,6 +25,7 @@ from escd.dbus_service.names import (
     DBUS_PATH,
     ERROR_NAME_HAS_NO_OWNER,
     ERROR_SERVICE_UNKNOWN,
+    JOB_INTERFACE,
     MANAGER_INTERFACE,
     MANAGER_PATH,
     OBJECT_MANAGER_INTERFACE,
@@ -33,6 +34,7 @@ from escd.dbus_service.names import (
     ROOT_PATH,
     TOKEN_INTERFACE,
     TOKEN_PATH_PREFIX,
+    job_path_for,
 )
 from escd.model import AppletKind, PhoneHomeState, TokenState
 from escd.readers import PcscState, ReaderState
@@ -143,6 +145,113 @@ _PHONE_HOME_PROPERTIES = {
 
 
 @dataclass(frozen=True, slots=True)
+class JobView:
+    """One ``io.github.escd.Escd1.Job`` as seen by a client."""
+
+    path: str
+    operation: str = ""
+    token: str = "/"  # noqa: S105 - an object path
+    state: int = 0
+    progress: float = 0.0
+    progress_valid: bool = False
+    tps_stage: int = 0
+    tps_task: str = ""
+    started_by: str = ""
+    start_time: int = 0
+    cancelable: bool = False
+    result: dict[str, Any] = field(default_factory=dict)
+    #: True once ``Completed`` was received (``result`` is then final).
+    completed: bool = False
+
+    def merged(self, props: Mapping[str, Any]) -> JobView:
+        values = _plain(dict(props))
+        changes = {attr: values[prop] for prop, attr in _JOB_PROPERTIES.items() if prop in values}
+        return dataclasses.replace(self, **changes)
+
+
+_JOB_PROPERTIES = {
+    "Operation": "operation",
+    "Token": "token",
+    "State": "state",
+    "Progress": "progress",
+    "ProgressValid": "progress_valid",
+    "TpsStage": "tps_stage",
+    "TpsTask": "tps_task",
+    "StartedBy": "started_by",
+    "StartTime": "start_time",
+    "Cancelable": "cancelable",
+    "Result": "result",
+}
+
+
+class JobWatch:
+    """The signals of one job path, subscribed to before the job starts (portal style).
+
+    ``async with client.watch_job(path) as watch:`` then start the job, then
+    ``async for view in watch.updates():`` until ``Completed``.
+    """
+
+    def __init__(self, client: EscdClient, path: str) -> None:
+        self._client = client
+        self.path = path
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._rules = [
+            f"type='signal',sender='{BUS_NAME}',path='{path}',interface='{PROPERTIES_INTERFACE}',"
+            "member='PropertiesChanged'",
+            f"type='signal',sender='{BUS_NAME}',path='{path}',interface='{JOB_INTERFACE}',"
+            "member='Completed'",
+        ]
+
+    def _handle(self, message: Message) -> None:
+        if message.message_type is MessageType.SIGNAL and message.path == self.path:
+            self._queue.put_nowait(message)
+
+    async def __aenter__(self) -> JobWatch:
+        self._client.bus.add_message_handler(self._handle)
+        for rule in self._rules:
+            await self._client.call(DBUS_PATH, DBUS_INTERFACE, "AddMatch", "s", [rule], DBUS_NAME)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._client.bus.remove_message_handler(self._handle)
+        if self._client.bus.connected:
+            for rule in self._rules:
+                try:
+                    await self._client.call(
+                        DBUS_PATH, DBUS_INTERFACE, "RemoveMatch", "s", [rule], DBUS_NAME
+                    )
+                except DBusError:
+                    pass
+
+    async def updates(self) -> AsyncIterator[JobView]:
+        """The job as it changes: first its current properties, last the completed view."""
+        try:
+            view = await self._client.job(self.path)
+        except DBusError:
+            # Already ended and gone (a short grace period): its Completed is queued.
+            view = JobView(self.path)
+        yield view
+        if view.state >= 4:  # it had already ended: Completed was sent before we looked
+            yield dataclasses.replace(view, completed=True)
+            return
+        while True:
+            message = await self._queue.get()
+            if message.member == "Completed":
+                state, _name, details = message.body
+                yield dataclasses.replace(
+                    view,
+                    state=int(state),
+                    result=_plain(details),
+                    cancelable=False,
+                    completed=True,
+                )
+                return
+            if message.member == "PropertiesChanged" and message.body[0] == JOB_INTERFACE:
+                view = view.merged(message.body[1])
+                yield view
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     manager: ManagerView
     readers: dict[str, ReaderView] = field(default_factory=dict)
@@ -242,6 +351,31 @@ class EscdClient:
         """The object path of a token by CUID, CUID prefix or reader name (``FindToken``)."""
         (path,) = await self.call(MANAGER_PATH, MANAGER_INTERFACE, "FindToken", "s", [query])
         return str(path)
+
+    @property
+    def unique_name(self) -> str:
+        return self.bus.unique_name or ""
+
+    def job_path(self, handle_token: str) -> str:
+        """The path escd gives a job this connection starts with ``handle_token``."""
+        return job_path_for(self.unique_name, handle_token)
+
+    def watch_job(self, path: str) -> JobWatch:
+        return JobWatch(self, path)
+
+    async def start_operation(
+        self, token: str, method: str, options: dict[str, Variant] | None = None
+    ) -> str:
+        """``Token.<method>(options)`` (Format, Enroll, ResetPin, Renew, Unblock): the job."""
+        (path,) = await self.call(token, TOKEN_INTERFACE, method, "a{sv}", [options or {}])
+        return str(path)
+
+    async def job(self, path: str) -> JobView:
+        (props,) = await self.call(path, PROPERTIES_INTERFACE, "GetAll", "s", [JOB_INTERFACE])
+        return JobView(path).merged(props)
+
+    async def cancel_job(self, path: str) -> None:
+        await self.call(path, JOB_INTERFACE, "Cancel", "a{sv}", [{}])
 
     async def diagnostics(self, options: dict[str, Variant]) -> dict[str, Any]:
         (report,) = await self.call(

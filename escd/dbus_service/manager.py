@@ -19,6 +19,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus
 
 from escd import __version__
 from escd.config import Config
+from escd.dbus_service.caller import caller
 from escd.dbus_service.errors import translate_errors
 from escd.dbus_service.names import MANAGER_INTERFACE, token_path
 from escd.dbus_service.variants import (
@@ -40,6 +41,8 @@ DBusSuggestion = Annotated[list[Any], DBusSignature("ou")]
 #: Options of ``GetDiagnostics`` and their signatures.
 DIAGNOSTICS_OPTIONS = {"log_lines": "u", "format": "s", "token": "s"}
 DIAGNOSTICS_FORMATS = ("", "text")
+#: Options of ``RegisterAgent`` and their signatures.
+AGENT_OPTIONS = {"capabilities": "as", "default": "b", "ui": "b"}
 IMPORT_AUTHORITY_OPTIONS = {"confirmed": "b"}
 PIN_SERVER_OPTIONS = {"subject": "s"}
 #: ``SetTokenSettings`` keys (all ``s``; ``""`` clears one).
@@ -121,6 +124,22 @@ class ManagerActions(Protocol):
         """Re-read the configuration files; raises ``ConfigError`` and keeps the old one."""
         ...
 
+    def register_agent(
+        self,
+        owner: str,
+        path: str,
+        *,
+        capabilities: frozenset[str] | None,
+        default: bool,
+        ui: bool,
+    ) -> None:
+        """Register the agent of connection ``owner`` (one per connection; replaces)."""
+        ...
+
+    def unregister_agent(self, owner: str, path: str) -> None:
+        """``InvalidArgumentError`` when ``owner`` has no agent at ``path``."""
+        ...
+
     @property
     def admin(self) -> AdminActions: ...
 
@@ -179,6 +198,24 @@ class ManagerInterface(ServiceInterface):
     @translate_errors
     def ReloadConfiguration(self) -> DBusVoid:
         self._actions.reload_configuration()
+
+    @dbus_method()
+    @translate_errors
+    def RegisterAgent(self, agent: DBusObjectPath, options: DBusVarDict) -> DBusVoid:
+        values = parse_options(options, AGENT_OPTIONS)
+        capabilities = values.get("capabilities")
+        self._actions.register_agent(
+            caller(),
+            agent,
+            capabilities=frozenset(capabilities) if capabilities is not None else None,
+            default=bool(values.get("default", False)),
+            ui=bool(values.get("ui", False)),
+        )
+
+    @dbus_method()
+    @translate_errors
+    def UnregisterAgent(self, agent: DBusObjectPath) -> DBusVoid:
+        self._actions.unregister_agent(caller(), agent)
 
     @dbus_method()
     @translate_errors

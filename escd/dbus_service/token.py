@@ -4,33 +4,64 @@
 Its properties mirror one ``TokenRecord`` of the registry; ``update`` swaps the record
 and emits ``PropertiesChanged`` for exactly the properties that changed (``Certificates``
 is announced as invalidated, per its ``EmitsChangedSignal`` annotation). Methods call
-the daemon's application services (``TokenActions``). No secret is ever a property.
+the daemon's application services (``TokenActions``). No secret is ever a property, and
+no operation takes one as an argument: credentials and PINs come from the agent.
+
+``Format``, ``Enroll``, ``ResetPin``, ``Renew`` and ``Unblock`` check their options and
+reply at once with the path of the job they started (``/job/<sender>/<handle_token>``
+when the caller passed ``handle_token``); ``Job`` and ``LastOperation`` follow it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from dbus_fast import Variant
 from dbus_fast.annotations import DBusInt32, DBusObjectPath, DBusStr, DBusUInt32
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
+from escd.dbus_service.caller import caller
 from escd.dbus_service.errors import translate_errors
-from escd.dbus_service.names import ANNOTATION_EMITS_CHANGED, TOKEN_INTERFACE
+from escd.dbus_service.names import (
+    ANNOTATION_EMITS_CHANGED,
+    NO_OBJECT,
+    TOKEN_INTERFACE,
+    job_path_for,
+)
 from escd.dbus_service.variants import (
     DBusUIntPair,
+    DBusVarDict,
     DBusVarDictList,
     DBusVoid,
+    parse_options,
+    to_vardict,
 )
-from escd.model import CertificateInfo
+from escd.model import CertificateInfo, JobKind
+from escd.operation import OperationRequest
 from escd.tokens import TokenRecord
+
+#: Options of every TPS operation method, and the extra one of ``Format``.
+OPERATION_OPTIONS = {"handle_token": "s", "tps_url": "s", "token_type": "s"}
+FORMAT_OPTIONS = {**OPERATION_OPTIONS, "confirmed": "b"}
 
 
 class TokenActions(Protocol):
     async def refresh_token(self, token_id: str) -> None:
         """Read the token's card again; raises ``NoSuchTokenError``, ``CardRemovedError``…"""
+        ...
+
+    def start_operation(self, request: OperationRequest) -> str:
+        """Start a TPS operation as a job; its object path (``BusyError``, ``InvalidState``…)."""
+        ...
+
+    def token_job(self, token_id: str) -> str:
+        """The path of the job running on the token, ``/`` when idle."""
+        ...
+
+    def last_operation(self, token_id: str) -> Mapping[str, object]:
+        """The result of the token's last job (``LastOperation``), empty if none."""
         ...
 
 
@@ -162,11 +193,75 @@ class TokenInterface(ServiceInterface):
     def Certificates(self) -> DBusVarDictList:
         return [certificate_vardict(cert) for cert in self._record.info.certificates]
 
+    @dbus_property(access=PropertyAccess.READ)
+    def Job(self) -> DBusObjectPath:
+        return self._actions.token_job(self._record.token_id) or NO_OBJECT
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LastOperation(self) -> DBusVarDict:
+        return to_vardict(self._actions.last_operation(self._record.token_id))
+
+    def job_changed(self) -> None:
+        """A job started or ended on this token (called by the service, not over the bus)."""
+        self.emit_properties_changed({"Job": self.Job, "LastOperation": self.LastOperation})
+
     @dbus_method()
     @translate_errors
     async def Refresh(self) -> DBusVoid:
         await self._actions.refresh_token(self._record.token_id)
 
+    @dbus_method()
+    @translate_errors
+    def Format(self, options: DBusVarDict) -> DBusObjectPath:
+        return self._start(JobKind.FORMAT, options)
+
+    @dbus_method()
+    @translate_errors
+    def Enroll(self, options: DBusVarDict) -> DBusObjectPath:
+        return self._start(JobKind.ENROLL, options)
+
+    @dbus_method()
+    @translate_errors
+    def ResetPin(self, options: DBusVarDict) -> DBusObjectPath:
+        return self._start(JobKind.RESET_PIN, options)
+
+    @dbus_method()
+    @translate_errors
+    def Renew(self, options: DBusVarDict) -> DBusObjectPath:
+        return self._start(JobKind.RENEW, options)
+
+    @dbus_method()
+    @translate_errors
+    def Unblock(self, options: DBusVarDict) -> DBusObjectPath:
+        return self._start(JobKind.UNBLOCK, options)
+
+    def _start(self, kind: JobKind, options: Mapping[str, Variant]) -> str:
+        values: dict[str, Any] = parse_options(
+            options, FORMAT_OPTIONS if kind is JobKind.FORMAT else OPERATION_OPTIONS
+        )
+        sender = caller()
+        handle_token = values.get("handle_token", "")
+        request = OperationRequest(
+            kind=kind,
+            token_id=self._record.token_id,
+            caller=sender,
+            tps_url=values.get("tps_url", ""),
+            token_type=values.get("token_type", ""),
+            confirmed=bool(values.get("confirmed", False)),
+            path=job_path_for(sender, handle_token) if handle_token else None,
+        )
+        return self._actions.start_operation(request)
+
 
 # dbus-fast builds property introspection without annotations; add the contract's one.
 TokenInterface.Certificates.introspection.annotations[ANNOTATION_EMITS_CHANGED] = "invalidates"
+
+for _method in (
+    TokenInterface.Format,
+    TokenInterface.Enroll,
+    TokenInterface.ResetPin,
+    TokenInterface.Renew,
+    TokenInterface.Unblock,
+):
+    # dbus-fast leaves out-arguments unnamed; name them for introspection and the docs.
+    _method.__dict__["__DBUS_METHOD"].introspection.out_args[0].name = "job"

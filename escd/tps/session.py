@@ -91,6 +91,10 @@ class PromptKind(StrEnum):
     EXTENDED_LOGIN = "extended-login"
     NEW_PIN = "new-pin"
     SECURID = "securid"
+    #: Asked by escd itself, never by the session: before a FORMAT, and for a TLS
+    #: certificate nobody trusts yet.
+    CONFIRM_FORMAT = "confirm-format"
+    TLS_TRUST = "tls-trust"
 
 
 class FieldType(StrEnum):

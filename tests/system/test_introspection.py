@@ -14,7 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from escd.dbus_service.names import (
+    AGENT_INTERFACE,
     BUS_NAME,
+    JOB_INTERFACE,
     MANAGER_INTERFACE,
     MANAGER_PATH,
     OBJECT_MANAGER_INTERFACE,
@@ -29,6 +31,10 @@ from tests.support.escd_process import ROOT, EscdProcess, environment
 
 SHIPPED = ROOT / "dbus" / f"{BUS_NAME}.xml"
 OURS = (MANAGER_INTERFACE, READER_INTERFACE, TOKEN_INTERFACE)
+#: Also in the file: Job objects exist only while there are jobs (compared in
+#: tests/integration/test_operations.py), and the Agent interface is the frontends'
+#: (compared with escctl's below).
+DOCUMENTED = (*OURS, JOB_INTERFACE, AGENT_INTERFACE)
 
 Canonical = tuple[object, ...]
 
@@ -68,7 +74,7 @@ def live(pcscd: PrivatePcscd, session_bus: PrivateBus) -> Iterator[dict[str, str
 
 def test_shipped_xml_equals_live_introspection(live: dict[str, str]) -> None:
     shipped = interfaces(SHIPPED.read_text())
-    assert set(shipped) == set(OURS)
+    assert set(shipped) == set(DOCUMENTED)
     listing = subprocess.run(
         ["busctl", "--user", "tree", "--list", BUS_NAME],
         env=live, capture_output=True, text=True, timeout=15, check=True,
@@ -87,6 +93,23 @@ def test_object_manager_is_at_the_root(live: dict[str, str]) -> None:
     assert OBJECT_MANAGER_INTERFACE in root
     manager = interfaces(introspect(live, MANAGER_PATH))
     assert OBJECT_MANAGER_INTERFACE not in manager
+
+
+def test_shipped_agent_interface_is_what_escctl_exports() -> None:
+    from escd.ctl.agent import AgentInterface
+
+    class Nobody:
+        async def answer(self, request: object) -> dict[str, str | bool]:
+            return {}
+
+        def withdrawn(self, request: object) -> None: ...
+
+        def released(self) -> None: ...
+
+    exported = AgentInterface(Nobody()).introspect()  # type: ignore[arg-type]
+    node = ET.fromstring(f"<node>{ET.tostring(exported.to_xml()).decode()}</node>")
+    ours = {i.attrib["name"]: canonical(i) for i in node.findall("interface")}
+    assert ours[AGENT_INTERFACE] == interfaces(SHIPPED.read_text())[AGENT_INTERFACE]
 
 
 def test_shipped_xml_documents_the_errors_of_each_method() -> None:
