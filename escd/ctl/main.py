@@ -14,10 +14,15 @@
                                    import the settings of ESC
     escctl settings TOKEN [--tps-url URL] ... [--clear KEY]
                                    a token's values set by hand
+    escctl format|enroll|reset-pin|renew|unblock [TOKEN] [--tps URL] [--user UID]
+           [--password-file FILE] [--pin-file FILE] [--yes]
+                                   a TPS operation as escctl's own job, with a progress
+                                   line; escctl answers escd's prompts (escd.ctl.operations)
 
 Exit codes: 0 success, 1 the daemon refused the request, 2 usage error, 3 the daemon is
 not reachable (no session bus, or escd neither running nor activatable), 4 no such token
-(unknown, ambiguous, or none present).
+(unknown, ambiguous, or none present), 5 a TPS operation was canceled (Ctrl+C, a
+declined prompt, format not confirmed).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 from dbus_fast import DBusError, Variant
 
 from escd import __version__
-from escd.ctl import admin, output
+from escd.ctl import admin, operations, output
 from escd.ctl.client import DaemonUnreachableError, EscdClient, Snapshot
 from escd.dbus_service.names import ERROR_NO_SUCH_TOKEN
 from escd.readers import PcscState
@@ -90,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"include the last N log lines (default {DIAGNOSE_LOG_LINES}, 0 for none)",
     )
     admin.add_parsers(commands)
+    operations.add_parsers(commands)
     return parser
 
 
@@ -175,6 +181,7 @@ _COMMANDS: dict[str, Callable[[EscdClient, argparse.Namespace], Coroutine[Any, A
     "watch": _watch,
     "diagnose": _diagnose,
     **admin.COMMANDS,
+    **operations.COMMANDS,
 }
 
 

@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from escd.ctl.client import ReaderView, Snapshot, TokenView, WatchEvent
+from escd.ctl.client import JobView, ReaderView, Snapshot, TokenView, WatchEvent
 
 
 def _name(value: Any) -> str:
@@ -155,3 +155,35 @@ def _changed_value(token: TokenView, prop: str) -> str:
 
 def json_line(event: WatchEvent) -> str:
     return json.dumps(watch_dict(event))
+
+
+# -- operations -------------------------------------------------------------------------
+
+_JOB_STATES = ("pending", "running", "waiting for input", "canceling", "succeeded", "failed")
+
+
+def job_state_name(state: int) -> str:
+    return _JOB_STATES[state] if 0 <= state < len(_JOB_STATES) else "canceled"
+
+
+def progress_line(view: JobView, width: int = 24) -> str:
+    """``[#########...............]  38%  PROGRESS_KEY_GENERATION`` (or the job's state)."""
+    if not view.progress_valid:
+        return f"[{'.' * width}]   -   {job_state_name(view.state)}"
+    done = round(max(0.0, min(view.progress, 1.0)) * width)
+    percent = round(view.progress * 100)
+    stage = view.tps_task or f"stage {view.tps_stage}"
+    return f"[{'#' * done}{'.' * (width - done)}] {percent:3d}%  {stage}"
+
+
+def job_failure(operation: str, result: dict[str, Any]) -> str:
+    """Why a job failed: the error name, escd's message and the status with its source."""
+    error = str(result.get("error", "")) or "unknown error"
+    message = str(result.get("message", ""))
+    source = str(result.get("status_source", ""))
+    status = result.get("tps_status", "")
+    where = "TPS status" if source == "tps" else f"{source or 'local'} status"
+    text = f"{operation} failed: {error}"
+    if message:
+        text += f": {message}"
+    return f"{text} ({where} {status})"

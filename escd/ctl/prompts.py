@@ -1,0 +1,240 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""escctl's answers to escd's prompts: from the command line, from files, or at the terminal.
+
+``TerminalAgent`` is the ``AgentHandler`` escctl registers for its own jobs. It answers
+the user id from ``--user``, passwords from ``--password-file``, the new PIN from
+``--pin-file`` and the format confirmation from ``--yes``; everything else is asked at
+the terminal (prompts on stderr, secrets without echo, a new PIN twice). Reading stdin
+never blocks the event loop, so a prompt escd withdraws (timeout, card pulled, job
+canceled) ends at once and the terminal's echo is restored.
+
+Must not: print, log or keep an answer; a value from a file that escd did not accept is
+not sent again (escctl gives up instead of looping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import termios
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from escd.ctl.agent import AgentCanceled, Answer, FieldSpec, PromptRequest
+from escd.log import Secret
+
+#: Field ids that mean "user id" and "password" (legacy login and Dogtag's extended login).
+USER_IDS = frozenset({"screen_name", "uid", "userid", "user", "username", "login"})
+PASSWORD_IDS = frozenset({"password", "pwd", "passwd", "screen_name_pwd"})
+#: How often a new PIN is asked again locally when the two entries differ.
+PIN_CONFIRM_ATTEMPTS = 3
+_READ_SIZE = 4096
+
+
+def read_secret_file(path: Path) -> Secret:
+    """The first line of ``path`` without its line ending (a secret for one run)."""
+    text = path.read_text(encoding="utf-8")
+    return Secret(text.splitlines()[0] if text else "")
+
+
+@dataclass(frozen=True)
+class Presets:
+    """Answers given on the command line (the secrets read from their files)."""
+
+    user: str | None = None
+    password: Secret | None = None
+    pin: Secret | None = None
+    yes: bool = False
+
+
+class StdinLines:
+    """Lines from a file descriptor without blocking the loop (readable-callbacks)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = b""
+        self._eof = False
+
+    async def readline(self) -> str:
+        while b"\n" not in self._buffer and not self._eof:
+            await self._fill()
+        line, sep, rest = self._buffer.partition(b"\n")
+        if not sep and not line:
+            raise EOFError("no more input")
+        self._buffer = rest
+        return line.decode("utf-8", "replace").rstrip("\r")
+
+    async def _fill(self) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        try:
+            loop.add_reader(self._fd, readable)
+        except (PermissionError, ValueError, OSError):
+            # A regular file (or /dev/null) cannot be polled; reading it never blocks.
+            self._take(os.read(self._fd, _READ_SIZE))
+            return
+        try:
+            await ready
+        finally:
+            loop.remove_reader(self._fd)
+        self._take(os.read(self._fd, _READ_SIZE))
+
+    def _take(self, data: bytes) -> None:
+        if data:
+            self._buffer += data
+        else:
+            self._eof = True
+
+
+class TerminalAgent:
+    """``AgentHandler`` for escctl: presets first, then the terminal."""
+
+    def __init__(
+        self,
+        presets: Presets,
+        *,
+        interactive: bool,
+        stdin_fd: int | None = None,
+        err: TextIO | None = None,
+        before_prompt: Callable[[], None] | None = None,
+    ) -> None:
+        self._presets = presets
+        self._interactive = interactive
+        self._fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
+        self._err = err or sys.stderr
+        self._lines = StdinLines(self._fd)
+        self._before_prompt = before_prompt or (lambda: None)
+        #: Field ids answered from presets, to recognize a rejected preset on retry.
+        self._from_presets: set[str] = set()
+
+    # -- AgentHandler ----------------------------------------------------------------------
+
+    async def answer(self, request: PromptRequest) -> dict[str, Answer]:
+        self._before_prompt()
+        if request.previous_error:
+            self._say(request.previous_error)
+            if request.attempt > 1 and any(f.id in self._from_presets for f in request.fields):
+                raise AgentCanceled("escd did not accept the value given on the command line")
+        if request.kind == "confirm-format":
+            return {field.id: await self._confirm_format(field) for field in request.fields}
+        if request.title:
+            self._say(request.title)
+        if request.description:
+            self._say(request.description)
+        answers: dict[str, Answer] = {}
+        for field in request.fields:
+            answers[field.id] = await self._field(field)
+        return answers
+
+    def withdrawn(self, request: PromptRequest) -> None:
+        self._say("")
+        self._say(f"escd withdrew the {request.kind} prompt.")
+
+    def released(self) -> None:
+        pass
+
+    # -- fields ----------------------------------------------------------------------------
+
+    async def _field(self, field: FieldSpec) -> Answer:
+        preset = self._preset(field)
+        if preset is not None:
+            self._from_presets.add(field.id)
+            return preset
+        self._from_presets.discard(field.id)
+        if field.type == "bool":
+            return await self._yes_no(f"{field.label}? [y/N] ")
+        if field.type == "choice":
+            return await self._choice(field)
+        if field.type == "pin":
+            return await self._new_pin(field)
+        return await self._ask(f"{field.label}: ", secret=field.is_secret)
+
+    def _preset(self, field: FieldSpec) -> Answer | None:
+        key = field.id.lower()
+        if field.type == "text" and key in USER_IDS:
+            return self._presets.user
+        if field.type == "secret" and key in PASSWORD_IDS and self._presets.password:
+            return self._presets.password.reveal()
+        if field.type == "pin" and self._presets.pin is not None:
+            return self._presets.pin.reveal()
+        return None
+
+    async def _confirm_format(self, field: FieldSpec) -> Answer:
+        if self._presets.yes:
+            return True
+        if field.description:
+            self._say(field.description)
+        confirmed = await self._yes_no("Format this token? [y/N] ")
+        if not confirmed:
+            raise AgentCanceled("formatting was not confirmed", rejected=True)
+        return True
+
+    async def _new_pin(self, field: FieldSpec) -> str:
+        bounds = ""
+        if field.min_length or field.max_length:
+            bounds = f" ({field.min_length}-{field.max_length} characters)"
+        for _ in range(PIN_CONFIRM_ATTEMPTS):
+            pin = await self._ask(f"{field.label}{bounds}: ", secret=True)
+            if not field.confirm:
+                return pin
+            again = await self._ask(f"{field.label} again: ", secret=True)
+            if pin == again:
+                return pin
+            self._say("The two PINs differ; try again.")
+        raise AgentCanceled("the new PIN was not confirmed")
+
+    async def _choice(self, field: FieldSpec) -> str:
+        for number, option in enumerate(field.options, 1):
+            self._say(f"  {number}) {option}")
+        while True:
+            answer = await self._ask(f"{field.label} [1-{len(field.options)}]: ", secret=False)
+            if answer.isdigit() and 1 <= int(answer) <= len(field.options):
+                return field.options[int(answer) - 1]
+            if answer in field.options:
+                return answer
+            self._say("Please pick one of the numbers shown.")
+
+    async def _yes_no(self, question: str) -> bool:
+        answer = await self._ask(question, secret=False)
+        return answer.strip().lower() in ("y", "yes")
+
+    async def _ask(self, question: str, *, secret: bool) -> str:
+        if not self._interactive:
+            raise AgentCanceled(f"{question.rstrip(': ')} is needed and escctl may not ask")
+        self._err.write(question)
+        self._err.flush()
+        try:
+            with self._echo_off(secret):
+                return await self._lines.readline()
+        except EOFError:
+            raise AgentCanceled("no input") from None
+
+    @contextlib.contextmanager
+    def _echo_off(self, secret: bool) -> Iterator[None]:
+        if not secret or not os.isatty(self._fd):
+            yield
+            return
+        saved = termios.tcgetattr(self._fd)
+        quiet = list(saved)
+        quiet[3] &= ~termios.ECHO
+        termios.tcsetattr(self._fd, termios.TCSADRAIN, quiet)
+        try:
+            yield
+        finally:
+            # Also when escd withdrew the prompt: the terminal must not stay silent.
+            termios.tcsetattr(self._fd, termios.TCSADRAIN, saved)
+            self._err.write("\n")
+            self._err.flush()
+
+    def _say(self, text: str) -> None:
+        self._err.write(text + "\n")
+        self._err.flush()
