@@ -57,22 +57,24 @@ from escd.dbus_service.objectmanager import ObjectManagerBus
 from escd.dbus_service.peers import PeerWatcher
 from escd.dbus_service.service import EscdService
 from escd.diagnostics import build_report
-from escd.errors import ConfigError, NoSuchTokenError
+from escd.errors import ConfigError, NoSuchTokenError, NotSupportedError
 from escd.events import EventKind, EventRing
 from escd.jobs import JobManager, record_in
 from escd.launcher import AutoLaunch, Launcher
 from escd.logsetup import LogSetup
+from escd.model import JobKind
 from escd.notifications import ENROLL_ACTION, Notifier
 from escd.operation import OperationRequest, TpsOperations
 from escd.pcsc.backend import PcscReaderBackend
 from escd.pcsc.connection import PcscCardSession
 from escd.phonehome.cache import TokenStore
 from escd.phonehome.client import create_client
+from escd.phonehome.job import AgentUrlAsker, PhoneHomeWork
 from escd.phonehome.service import PhoneHomeService
 from escd.readers import ReaderBackend
 from escd.tokens import RegistryEvent, TokenRecord, TokenRegistry
 from escd.tps.connection import TpsConnection
-from escd.trust import TrustStore
+from escd.trust import TrustStore, check_url_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -316,6 +318,23 @@ class Daemon:
     def start_operation(self, request: OperationRequest) -> str:
         return self.operations.start(request).path
 
+    def start_phone_home(
+        self, token_id: str, caller: str, *, force: bool, url: str, path: str | None
+    ) -> str:
+        """``Token.PhoneHome``: phone home now, as a job the caller can follow."""
+        token = self.registry.token(token_id)
+        if not token.cuid:
+            raise NotSupportedError("a token without a CUID has nothing to phone home about")
+        given = url.strip()
+        if given:
+            check_url_allowed(given, self._config.tps.allow_http)
+        work = PhoneHomeWork(
+            self.phone_home, token_id, force=force, url=given, broker=self._agents, starter=caller
+        )
+        job = self.jobs.start(JobKind.PHONE_HOME, token_id, caller, work, path=path)
+        work.job_path = job.path
+        return job.path
+
     def token_job(self, token_id: str) -> str:
         job = self.jobs.running_job(token_id) if self._jobs is not None else None
         return job.path if job is not None else ""
@@ -366,6 +385,9 @@ class Daemon:
             clock=time.time,
         )
         self._jobs.subscribe(record_in(self.ring))
+        # A token without a Phone Home URL anywhere: ask an agent on insertion (ESC's
+        # "Prompt for Phone Home Information"); no agent means PhoneHomeState NoUrl.
+        self.phone_home.ask_url = AgentUrlAsker(self._agents)
         self.registry.subscribe(self._jobs.observe)
         # Phone home resolves the TPS URL: caller's > per-token setting > phone home's
         # Operation > tps.url (and the token type likewise).

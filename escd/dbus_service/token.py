@@ -7,9 +7,10 @@ is announced as invalidated, per its ``EmitsChangedSignal`` annotation). Methods
 the daemon's application services (``TokenActions``). No secret is ever a property, and
 no operation takes one as an argument: credentials and PINs come from the agent.
 
-``Format``, ``Enroll``, ``ResetPin``, ``Renew`` and ``Unblock`` check their options and
-reply at once with the path of the job they started (``/job/<sender>/<handle_token>``
-when the caller passed ``handle_token``); ``Job`` and ``LastOperation`` follow it.
+``PhoneHome``, ``Format``, ``Enroll``, ``ResetPin``, ``Renew`` and ``Unblock`` check
+their options and reply at once with the path of the job they started
+(``/job/<sender>/<handle_token>`` when the caller passed ``handle_token``); ``Job`` and
+``LastOperation`` follow it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from escd.tokens import TokenRecord
 
 #: Options of every TPS operation method, and the extra one of ``Format``.
 OPERATION_OPTIONS = {"handle_token": "s", "tps_url": "s", "token_type": "s"}
+#: Options of ``PhoneHome``.
+PHONE_HOME_OPTIONS = {"handle_token": "s", "force": "b", "url": "s"}
 FORMAT_OPTIONS = {**OPERATION_OPTIONS, "confirmed": "b"}
 
 
@@ -54,6 +57,12 @@ class TokenActions(Protocol):
 
     def start_operation(self, request: OperationRequest) -> str:
         """Start a TPS operation as a job; its object path (``BusyError``, ``InvalidState``…)."""
+        ...
+
+    def start_phone_home(
+        self, token_id: str, caller: str, *, force: bool, url: str, path: str | None
+    ) -> str:
+        """Phone home for the token as a job; its object path (``BusyError``…)."""
         ...
 
     def token_job(self, token_id: str) -> str:
@@ -212,6 +221,20 @@ class TokenInterface(ServiceInterface):
 
     @dbus_method()
     @translate_errors
+    def PhoneHome(self, options: DBusVarDict) -> DBusObjectPath:
+        values: dict[str, Any] = parse_options(options, PHONE_HOME_OPTIONS)
+        sender = caller()
+        handle_token = values.get("handle_token", "")
+        return self._actions.start_phone_home(
+            self._record.token_id,
+            sender,
+            force=bool(values.get("force", False)),
+            url=values.get("url", ""),
+            path=job_path_for(sender, handle_token) if handle_token else None,
+        )
+
+    @dbus_method()
+    @translate_errors
     def Format(self, options: DBusVarDict) -> DBusObjectPath:
         return self._start(JobKind.FORMAT, options)
 
@@ -257,6 +280,7 @@ class TokenInterface(ServiceInterface):
 TokenInterface.Certificates.introspection.annotations[ANNOTATION_EMITS_CHANGED] = "invalidates"
 
 for _method in (
+    TokenInterface.PhoneHome,
     TokenInterface.Format,
     TokenInterface.Enroll,
     TokenInterface.ResetPin,

@@ -95,6 +95,8 @@ class PromptKind(StrEnum):
     #: certificate nobody trusts yet.
     CONFIRM_FORMAT = "confirm-format"
     TLS_TRUST = "tls-trust"
+    #: Asked by phone home when a token has no Phone Home URL (one text field, ``url``).
+    PHONE_HOME_URL = "phone-home-url"
 
 
 class FieldType(StrEnum):

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from dbus_fast import DBusError, Message, MessageType, Variant
 
 from escd.config import Config, load_config
-from escd.ctl.client import EscdClient
+from escd.ctl.client import EscdClient, JobView
 from escd.daemon import Daemon
 from escd.dbus_service.names import (
     BUS_NAME,
@@ -32,6 +32,7 @@ from escd.dbus_service.names import (
     TOKEN_INTERFACE,
     token_path,
 )
+from escd.errors import ERROR_PREFIX
 from escd.model import PhoneHomeState
 from escd.sim.bus import PrivateBus
 from escd.sim.card import SimulatedCard, enrolled_card, formatted_card
@@ -39,6 +40,7 @@ from escd.sim.reader import SimReaderBackend
 from escd.sim.tps import SimulatedTps
 from escd.sim.tps_config import TpsConfig
 from escd.trust import fingerprint, parse_certificates
+from tests.support.agents import ScriptedAgent, connect_agent
 
 TIMEOUT = 10.0
 
@@ -475,3 +477,81 @@ async def test_first_start_offers_the_esc_import_once_and_imports_only_when_conf
     assert json.loads(token_file.read_text())["phone_home"]["issuer_name"] == "Imported Corp"
     (settings,) = await harness.manager("GetTokenSettings", "s", cuid)
     assert all(v.value == "" for v in settings.values())  # imported data is not admin data
+
+
+async def run_phone_home_job(harness: Harness, path: str, **options: Variant) -> JobView:
+    """``Token.PhoneHome`` with a handle_token, followed to its end."""
+    assert harness.client is not None
+    client = harness.client
+    handle = "phonehome_test"
+    async with client.watch_job(client.job_path(handle)) as watch:
+        job = await client.start_operation(
+            path, "PhoneHome", {"handle_token": Variant("s", handle), **options}
+        )
+        assert job == client.job_path(handle)
+        async with asyncio.timeout(TIMEOUT):
+            async for view in watch.updates():
+                if view.completed:
+                    assert view.operation == "phone-home"
+                    return view
+    raise AssertionError("the job never completed")
+
+
+async def test_phone_home_job_reports_tls_untrusted_with_the_fingerprint_then_succeeds(
+    harness: Harness, tps: SimulatedTps
+) -> None:
+    await harness.start()
+    card = card_for(tps)
+    path = await harness.insert(card)
+    assert (await harness.settled(path))["PhoneHomeState"] == PhoneHomeState.FAILED
+    failed = await run_phone_home_job(harness, path)
+    assert failed.result["error"] == ERROR_PREFIX + "TlsUntrusted"
+    (shown,) = await harness.manager("FetchServerCertificate", "s", tps.phone_home_url)
+    assert shown["fingerprint"].value in failed.result["message"]
+    await harness.manager(
+        "PinServer", "ssa{sv}", tps.phone_home_url, shown["fingerprint"].value, {}
+    )
+    done = await run_phone_home_job(harness, path)
+    assert done.result["error"] == "" and done.state == 4
+    props = await harness.props(path)
+    assert props["PhoneHomeState"] == PhoneHomeState.FETCHED and props["TpsUrl"] == tps.url
+    # Fresh now: without force nothing is fetched, so a stopped server does not matter.
+    await tps.stop()
+    assert (await run_phone_home_job(harness, path)).result["error"] == ""
+    forced = await run_phone_home_job(harness, path, force=Variant("b", True))
+    assert forced.result["error"] == ERROR_PREFIX + "Network"
+    assert (await harness.props(path))["PhoneHomeState"] == PhoneHomeState.FROM_CACHE
+
+
+async def test_no_url_anywhere_asks_the_agent_once_and_remembers_the_answer(
+    harness: Harness, tps: SimulatedTps
+) -> None:
+    trust_sim_ca(harness.state, tps)
+    await harness.start()
+    agent = ScriptedAgent(answers={"url": "not a url"})
+    bus, _ = await connect_agent(agent)
+    try:
+        card = card_for(None)
+        path = await harness.insert(card)
+        first = await agent.wait_asked("phone-home-url")
+        assert [f.id for f in first.fields] == ["url"] and first.job == "/"
+        agent.answers["url"] = tps.phone_home_url  # the second attempt is usable
+        second = await agent.wait_asked("phone-home-url", 2)
+        assert second.attempt == 2 and "not a usable Phone Home URL" in second.previous_error
+        props = await harness.settled(path)
+        assert props["PhoneHomeState"] == PhoneHomeState.FETCHED
+        assert props["PhoneHomeUrl"] == tps.phone_home_url and props["TpsUrl"] == tps.url
+    finally:
+        bus.disconnect()
+    # Remembered for this token: no agent is needed any more.
+    props = await harness.settled(await harness.reinsert(card))
+    assert props["PhoneHomeUrl"] == tps.phone_home_url
+    assert len(agent.kinds()) == 2
+    # Without an agent, a token without a URL is simply NoUrl.
+    other = SimulatedCard(enrolled_card())
+    await harness.remove()
+    props = await harness.settled(await harness.insert(other))
+    assert props["PhoneHomeState"] == PhoneHomeState.NO_URL
+    failed = await run_phone_home_job(harness, token_path(other.state.cuid.hex()))
+    assert failed.result["error"] == ERROR_PREFIX + "PhoneHomeFailed"
+    assert "no Phone Home URL" in failed.result["message"]
