@@ -12,6 +12,9 @@
                                           the user's profiles when PATH is omitted)
     escctl settings TOKEN [--tps-url URL] [--phone-home-url URL] ... [--clear KEY]
                                           show or set the values set by hand for a token
+    escctl phone-home [TOKEN] [--force] [--url URL]
+                                          phone home now (Token.PhoneHome, a job); asks
+                                          at the terminal for a URL when none is known
 
 Everything goes through the daemon's Manager methods; nothing is trusted without the
 user answering "y" to a question that shows subject and fingerprint (or ``--yes``). The
@@ -23,7 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
+import secrets
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -32,7 +37,10 @@ from typing import Any
 
 from dbus_fast import DBusError, Variant
 
-from escd.ctl.client import EscdClient
+from escd.ctl.agent import register_agent
+from escd.ctl.client import EscdClient, JobView
+from escd.ctl.output import job_failure
+from escd.ctl.prompts import Presets, TerminalAgent
 from escd.dbus_service.names import (
     ERROR_NO_SUCH_TOKEN,
     MANAGER_INTERFACE,
@@ -44,6 +52,9 @@ from escd.phonehome.cache import ADMIN_FIELDS as TOKEN_SETTINGS
 # The exit codes of escctl (escd.ctl.main).
 EXIT_OK = 0
 EXIT_FAILED = 1
+
+#: ``Job.State`` Succeeded.
+JOB_SUCCEEDED = 4
 
 _TOKEN_ID = re.compile(r"[0-9a-fA-F]{20}|atr_[0-9a-f]+_[0-9a-f]+")
 
@@ -122,6 +133,26 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         + ", ".join(k.replace("_", "-") for k in TOKEN_SETTINGS),
     )
     settings.add_argument("--json", action="store_true", help="print JSON")
+
+    phone_home = commands.add_parser(
+        "phone-home",
+        help="ask the token's Phone Home server which TPS manages it, now",
+        description="Phone home for the token (ESC's issuer lookup) and show what escd "
+        "knows afterwards. When no Phone Home URL is known, escd asks for one here.",
+    )
+    phone_home.add_argument(
+        "token",
+        nargs="?",
+        default="",
+        metavar="TOKEN",
+        help="CUID, unique CUID prefix or reader name (optional with one token present)",
+    )
+    phone_home.add_argument(
+        "--force", action="store_true", help="fetch even when the stored answer is fresh"
+    )
+    phone_home.add_argument(
+        "--url", metavar="URL", help="use this Phone Home URL (remembered when it works)"
+    )
 
 
 def _say(text: str) -> None:
@@ -360,8 +391,53 @@ async def _settings(client: EscdClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- phone home ---------------------------------------------------------------------------
+
+
+async def _phone_home(client: EscdClient, args: argparse.Namespace) -> int:
+    token = await client.find_token(args.token)
+    token_id = token[len(TOKEN_PATH_PREFIX) :]
+    # escd asks the agent of the caller first: a URL prompt comes to this terminal.
+    await register_agent(client.bus, TerminalAgent(Presets(), interactive=True))
+    handle = f"escctl_{os.getpid()}_{secrets.token_hex(4)}"
+    options = {"handle_token": Variant("s", handle), "force": Variant("b", args.force)}
+    if args.url:
+        options["url"] = Variant("s", args.url)
+    final: JobView | None = None
+    async with client.watch_job(client.job_path(handle)) as watch:
+        await client.start_operation(token, "PhoneHome", options)
+        async for view in watch.updates():
+            if view.completed:
+                final = view
+                break
+    snapshot = await client.snapshot()
+    shown = snapshot.tokens.get(token)
+    if final is not None and final.state == JOB_SUCCEEDED:
+        _say(f"phone home for {token_id}: {_name(shown.phone_home_state) if shown else 'done'}")
+    else:
+        result = final.result if final is not None else {}
+        _complain(job_failure("phone home", result))
+        if str(result.get("error", "")).endswith(".TlsUntrusted"):
+            _complain("to trust that server: escctl trust add-server URL (or trust import CA)")
+    if shown is not None:
+        for name, value in (
+            ("Phone Home URL", shown.phone_home_url),
+            ("Issuer", shown.issuer_name),
+            ("TPS URL", shown.tps_url),
+            ("Enrollment UI", shown.enrollment_ui_url),
+            ("Token type", shown.token_type),
+        ):
+            _say(f"  {name + ':':<16}{value or '(none)'}")
+    return EXIT_OK if final is not None and final.state == JOB_SUCCEEDED else EXIT_FAILED
+
+
+def _name(value: Any) -> str:
+    return str(value.name).lower().replace("_", "-")
+
+
 COMMANDS: dict[str, Command] = {
     "trust": _trust,
     "import-esc-prefs": _import_esc_prefs,
     "settings": _settings,
+    "phone-home": _phone_home,
 }

@@ -14,6 +14,8 @@
                                    import the settings of ESC
     escctl settings TOKEN [--tps-url URL] ... [--clear KEY]
                                    a token's values set by hand
+    escctl phone-home [TOKEN] [--force] [--url URL]
+                                   phone home now, as escctl's own job
     escctl format|enroll|reset-pin|renew|unblock [TOKEN] [--tps URL] [--user UID]
            [--password-file FILE] [--pin-file FILE] [--yes]
                                    a TPS operation as escctl's own job, with a progress

@@ -18,14 +18,16 @@ import pytest
 
 from escd.dbus_service.names import BUS_NAME, TOKEN_INTERFACE, token_path
 from escd.sim.bus import PrivateBus
-from escd.sim.card import SimulatedCard, enrolled_card
+from escd.sim.card import SimulatedCard, enrolled_card, formatted_card
 from escd.sim.pcscd import PrivatePcscd
 from escd.sim.tps import SimulatedTps
 from escd.sim.tps_config import TpsConfig
+from escd.sim.tps_db import User, UserDirectory
 from escd.sim.vpcd import VpcdCard
 from tests.support.escd_process import ESCCTL, EscdProcess, environment
 
 TIMEOUT = 10.0
+USER, PASSWORD, PIN = "jdoe", "s3cret-Pa55w0rd", "qK7-pin4"
 
 
 @dataclass
@@ -78,7 +80,8 @@ def setup(pcscd: PrivatePcscd, session_bus: PrivateBus, tmp_path: Path) -> Itera
         XDG_CONFIG_HOME=str(tmp_path / "config"),
     )
     config = tmp_path / "config" / "escd" / "config.yaml"
-    with SimulatedTps(TpsConfig(tls=True)).in_thread() as tps:
+    users = UserDirectory([User(USER, PASSWORD, "John Doe")])
+    with SimulatedTps(TpsConfig(tls=True), users=users).in_thread() as tps:
         card = VpcdCard(SimulatedCard(enrolled_card(phone_home_url=tps.phone_home_url)), pcscd.port)
         try:
             yield Setup(env, home, config, tps, card)
@@ -102,6 +105,10 @@ def test_untrusted_server_then_add_server_then_properties_on_the_bus(setup: Setu
         assert "is not trusted (SHA-256 " in line
         info = json.loads(setup.escctl("info", setup.cuid, "--json").stdout)
         assert info["phone_home_state"] == "failed" and info["tps_url"] == ""
+        again = setup.escctl("phone-home", setup.cuid)
+        assert again.returncode == 1, again
+        assert "phone home failed: io.github.escd.Escd1.Error.TlsUntrusted" in again.stderr
+        assert "escctl trust add-server" in again.stderr
 
         refused = setup.escctl("trust", "add-server", setup.tps.phone_home_url, answer="n\n")
         assert refused.returncode == 1, refused
@@ -121,6 +128,10 @@ def test_untrusted_server_then_add_server_then_properties_on_the_bus(setup: Setu
         text = setup.escctl("info", setup.cuid).stdout
         assert "Issuer:" in text and "escd simulated TPS" in text
         assert setup.tps.url in text
+        forced = setup.escctl("phone-home", setup.cuid, "--force")
+        assert forced.returncode == 0, forced
+        assert f"phone home for {setup.cuid}: fetched" in forced.stdout
+        assert setup.tps.url in forced.stdout
 
         (entry,) = json.loads(setup.escctl("trust", "list", "--json").stdout)
         assert entry["kind"] == "server" and entry["fingerprint"] == fingerprint
@@ -188,3 +199,56 @@ def test_escctl_import_esc_prefs_and_settings(setup: Setup) -> None:
         assert json.loads(cleared.stdout)["settings"]["tps_url"] == ""
         bad = setup.escctl("settings", cuid, "--phone-home-url", "ftp://nope")
         assert bad.returncode == 1 and "http" in bad.stderr
+
+
+def test_enroll_needs_no_tps_url_when_the_token_carries_a_phone_home_url(
+    setup: Setup, pcscd: PrivatePcscd
+) -> None:
+    """No configuration at all: the TPS URL comes from the card's phone home."""
+    (setup.home / "password").write_text(PASSWORD + "\n")
+    (setup.home / "pin").write_text(PIN + "\n")
+    (setup.home / "ca.pem").write_bytes(setup.tps.ca_certificate_pem)
+    blank = VpcdCard(
+        SimulatedCard(formatted_card(phone_home_url=setup.tps.phone_home_url)),
+        pcscd.port_for(1),
+    )
+    cuid = blank.card.state.cuid.hex()
+    with EscdProcess(setup.env).start() as daemon:
+        assert setup.escctl("trust", "import", str(setup.home / "ca.pem"), "--yes").returncode == 0
+        mark = daemon.mark()
+        blank.insert()
+        try:
+            daemon.wait_for(f"phone home for {cuid}: issuer", TIMEOUT, start=mark)
+            enrolled = setup.escctl(
+                "enroll", cuid, "--user", USER,
+                "--password-file", str(setup.home / "password"),
+                "--pin-file", str(setup.home / "pin"),
+            )  # fmt: skip
+            assert enrolled.returncode == 0, (enrolled.stdout, enrolled.stderr)
+            info = json.loads(setup.escctl("info", cuid, "--json").stdout)
+            assert info["state"] == "enrolled" and info["tps_url"] == setup.tps.url
+            assert PASSWORD not in daemon.output() and PIN not in daemon.output()
+        finally:
+            blank.remove()
+
+
+def test_escctl_phone_home_asks_for_a_url_when_the_token_has_none(
+    setup: Setup, pcscd: PrivatePcscd
+) -> None:
+    (setup.home / "ca.pem").write_bytes(setup.tps.ca_certificate_pem)
+    bare = VpcdCard(SimulatedCard(enrolled_card()), pcscd.port_for(1))
+    cuid = bare.card.state.cuid.hex()
+    with EscdProcess(setup.env).start() as daemon:
+        assert setup.escctl("trust", "import", str(setup.home / "ca.pem"), "--yes").returncode == 0
+        mark = daemon.mark()
+        bare.insert()
+        try:
+            daemon.wait_for(f"token {cuid} in ", TIMEOUT, start=mark)
+            asked = setup.escctl("phone-home", cuid, answer=setup.tps.phone_home_url + "\n")
+            assert asked.returncode == 0, asked
+            assert "Phone Home URL: " in asked.stderr  # the terminal prompt
+            assert setup.tps.url in asked.stdout
+            info = json.loads(setup.escctl("info", cuid, "--json").stdout)
+            assert info["phone_home_url"] == setup.tps.phone_home_url
+        finally:
+            bare.remove()
