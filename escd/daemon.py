@@ -258,6 +258,8 @@ class Daemon:
             [str(path) for path in self._existing_config_files()],
             as_text=as_text,
             only=only,
+            phone_home=self._phone_home.describe if self._phone_home is not None else None,
+            trust=self._admin.list_trust() if self._admin is not None else (),
         )
 
     def reload_configuration(self) -> None:

@@ -15,7 +15,7 @@ start-up). ``only`` restricts the tokens and events to one token.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
 
@@ -37,10 +37,14 @@ def build_report(
     *,
     as_text: bool = False,
     only: str | None = None,
+    phone_home: Callable[[str], Mapping[str, object]] | None = None,
+    trust: Sequence[Mapping[str, object]] = (),
 ) -> dict[str, object]:
     """The report as ``a{sv}``-ready plain data (``text`` added when ``as_text``).
 
     ``only`` is a token id: the report then holds that token and its events alone.
+    ``phone_home`` gives a token's stored phone-home answer and the source of each value
+    (``report["phone_home"][<id>]``); ``trust`` lists imported CAs and pins.
     """
     tokens = registry.tokens()
     if only is not None:
@@ -57,6 +61,12 @@ def build_report(
         "log": list(log_lines),
         "config_files": list(config_files),
     }
+    if phone_home is not None:
+        report["phone_home"] = {
+            token.token_id: dict(phone_home(token.token_id)) for token in tokens
+        }
+    if trust:
+        report["trust"] = [dict(entry) for entry in trust]
     if as_text:
         report["text"] = render_text(
             registry, events, log_lines, versions, config_files, tokens=tokens

@@ -86,7 +86,11 @@ class AgentUrlAsker:
                 self._progress.waiting_for_input(True)
             try:
                 answers = await self._broker.ask(self._job, self._starter, prompt)
-            except (NoAgentError, PromptTimeoutError, CanceledError) as exc:
+            except NoAgentError as exc:
+                # Normal for a daemon without a frontend: the token is simply NoUrl.
+                logger.debug("no Phone Home URL for %s: %s", token_id, exc.message)
+                return ""
+            except (PromptTimeoutError, CanceledError) as exc:
                 logger.info("no Phone Home URL for %s from an agent: %s", token_id, exc.message)
                 return ""
             finally:

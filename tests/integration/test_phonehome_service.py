@@ -206,6 +206,13 @@ async def test_a_token_with_a_url_fills_the_properties_without_configuration(
     assert stored["phone_home"]["fetched_at"]
     assert harness.daemon is not None
     assert harness.daemon.phone_home.resolve_tps(card.state.cuid.hex()).url == tps.url
+    assert harness.client is not None
+    report = await harness.client.diagnostics({})
+    details = report["phone_home"][card.state.cuid.hex()]
+    assert details["tps_url"] == {"value": tps.url, "source": "phone-home"}
+    assert details["token_type"]["source"] == "phone-home"
+    assert {"name": "Operation", "value": tps.url} in details["cached"]["services"]
+    assert details["cached"]["fetched_at"] and details["cached"]["source"] == "fetched"
 
 
 async def test_server_down_fresh_answer_is_kept_and_stale_one_is_shown_from_cache(
@@ -344,6 +351,10 @@ async def test_hand_set_values_win_and_survive_a_refresh_and_a_restart(
     assert {k: v.value for k, v in settings.items() if v.value} == mine
     assert harness.daemon is not None
     assert harness.daemon.phone_home.resolve_tps(cuid).url == mine["tps_url"]
+    assert harness.client is not None
+    report = await harness.client.diagnostics({})
+    assert report["phone_home"][cuid]["tps_url"] == {"value": mine["tps_url"], "source": "admin"}
+    assert report["phone_home"][cuid]["admin"] == mine
     # Clearing a value hands it back to phone home.
     await harness.manager("SetTokenSettings", "sa{sv}", cuid, {"tps_url": Variant("s", "")})
     assert (await harness.props(path))["TpsUrl"] == tps.url
