@@ -172,25 +172,6 @@ class TpsResolver(Protocol):
     def resolve_tps(self, token_id: str, *, url: str = "", token_type: str = "") -> TpsTarget: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ConfiguredTarget:
-    url: str
-    token_type: str
-
-
-class ConfigTpsResolver:
-    """The caller's URL, else ``tps.url``; the caller's token type, else ``tps.token_type``."""
-
-    def __init__(self, config: Callable[[], Config]) -> None:
-        self._config = config
-
-    def resolve_tps(
-        self, token_id: str, *, url: str = "", token_type: str = ""
-    ) -> ConfiguredTarget:
-        tps = self._config().tps
-        return ConfiguredTarget(url or tps.url, token_type or tps.token_type)
-
-
 # -- the request ------------------------------------------------------------------------
 
 
@@ -381,6 +362,9 @@ class Operation:
             connection = self._connect(plan.url)
             try:
                 result = await self._converse(card, connection, progress)
+                # The TPS has decided (END_OP, or the conversation broke): a card pulled
+                # or a cancel while the connection closes must not change the outcome.
+                self._decided = True
             finally:
                 await connection.aclose()
         return self._outcome(result)
