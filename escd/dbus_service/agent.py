@@ -21,6 +21,7 @@ from typing import Any
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
+from dbus_fast.errors import DBusFastError
 
 from escd.agents import AgentRecord, Answers
 from escd.dbus_service.names import (
@@ -90,16 +91,19 @@ class DBusAgentChannel:
     async def request_input(
         self, agent: AgentRecord, job: str, request_id: str, prompt: Prompt
     ) -> Answers:
-        reply = await self._bus.call(
-            Message(
-                destination=agent.owner,
-                path=agent.path,
-                interface=AGENT_INTERFACE,
-                member="RequestInput",
-                signature="osa{sv}",
-                body=[job or "/", request_id, prompt_vardict(prompt)],
-            )
+        message = Message(
+            destination=agent.owner,
+            path=agent.path,
+            interface=AGENT_INTERFACE,
+            member="RequestInput",
+            signature="osa{sv}",
+            body=[job or "/", request_id, prompt_vardict(prompt)],
         )
+        try:
+            reply = await self._bus.call(message)
+        except (OSError, EOFError, DBusFastError) as exc:
+            # escd's own bus connection broke (dbus-fast raises these): nobody to ask.
+            raise NoAgentError("escd's bus connection failed while asking the agent") from exc
         if reply is None:
             raise NoAgentError("the agent could not be reached")
         if reply.message_type is MessageType.ERROR:
