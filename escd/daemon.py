@@ -282,7 +282,8 @@ class Daemon:
         if old.phone_home.global_url != new.phone_home.global_url:
             _warn_global_phone_home_url(new)
         if self._phone_home is not None and self._tasks is not None:
-            self._tasks.create_task(self._phone_home.configuration_changed())
+            rerun = old.phone_home != new.phone_home
+            self._tasks.create_task(self._phone_home.configuration_changed(phone_home=rerun))
         if self._auto_launch is not None:
             self._auto_launch.apply(new.auto_launch)
         if self._notifier is not None:

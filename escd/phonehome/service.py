@@ -348,10 +348,17 @@ class PhoneHomeService:
         record = await asyncio.to_thread(self._store.load, token_id)
         self._publish(token_id, record)
 
-    async def configuration_changed(self) -> None:
-        """The configuration was reloaded: defaults may differ for every present token."""
+    async def configuration_changed(self, *, phone_home: bool = False) -> None:
+        """The configuration was reloaded: defaults may differ for every present token.
+
+        With ``phone_home`` (the ``phone_home`` section changed, e.g. a global URL was
+        set) every present token phones home again as if inserted; a fresh stored
+        answer from the same URL still means no request.
+        """
         for token in self._registry.tokens():
             await self.refresh_values(token.token_id)
+            if phone_home and token.cuid:
+                self._schedule(token.token_id)
 
     # -- the administrator's settings --------------------------------------------------
 

@@ -241,22 +241,27 @@ async def test_no_url_anywhere_is_no_url_and_a_global_url_is_used(
     trust_sim_ca(harness.state, tps)
     await harness.start()
     card = card_for(None)
-    props = await harness.settled(await harness.insert(card))
+    path = await harness.insert(card)
+    props = await harness.settled(path)
     assert props["PhoneHomeState"] == PhoneHomeState.NO_URL
     assert props["TpsUrl"] == props["IssuerName"] == props["PhoneHomeUrl"] == ""
-    await harness.stop()
+    # Setting a global URL takes effect at once for the tokens present, with a warning.
     harness.config_path.write_text(f"phone_home:\n  global_url: {tps.phone_home_url}\n")
     with caplog.at_level(logging.WARNING, logger="escd.daemon"):
-        await harness.start()
+        await harness.manager("ReloadConfiguration")
     assert "every token without a Phone Home URL of its own" in caplog.text
+    props = await harness.settled(path, wanted={PhoneHomeState.FETCHED})
+    assert props["PhoneHomeUrl"] == tps.phone_home_url and props["TpsUrl"] == tps.url
     assert harness.client is not None
     (value,) = await harness.client.call(
         MANAGER_PATH, PROPERTIES_INTERFACE, "Get", "ss", [MANAGER_INTERFACE, "Policy"]
     )
     assert value.value["global_phone_home_url"].value == tps.phone_home_url
-    props = await harness.settled(await harness.insert(card))
-    assert props["PhoneHomeState"] == PhoneHomeState.FETCHED
-    assert props["PhoneHomeUrl"] == tps.phone_home_url and props["TpsUrl"] == tps.url
+    await harness.stop()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="escd.daemon"):
+        await harness.start()
+    assert "every token without a Phone Home URL of its own" in caplog.text
 
 
 async def test_untrusted_server_is_refused_with_its_fingerprint_until_pinned(
