@@ -59,7 +59,7 @@ from escd.dbus_service.service import EscdService
 from escd.diagnostics import build_report
 from escd.errors import ConfigError, NoSuchTokenError, NotSupportedError
 from escd.events import EventKind, EventRing
-from escd.jobs import JobManager, record_in
+from escd.jobs import JobEvent, JobFinished, JobManager, JobState, record_in
 from escd.launcher import AutoLaunch, Launcher
 from escd.logsetup import LogSetup
 from escd.model import JobKind
@@ -523,7 +523,7 @@ class Daemon:
         self.ring.record(kind, message, token_id=token_id)
 
     def _ui_agent_present(self) -> bool:
-        return False
+        return self._agents is not None and any(agent.ui for agent in self._agents.agents())
 
     async def _detect_versions(self) -> None:
         self._versions["pcsc-lite"] = await pcsc_lite_version()
@@ -561,6 +561,8 @@ class Daemon:
             can_enroll=self._can_enroll,
         )
         self.registry.subscribe(self._notifier.observe)
+        if self._jobs is not None:
+            self._jobs.subscribe(self._job_event)
         try:
             await self._notifier.start()
         except Exception as exc:  # notifications are a convenience: never fatal
@@ -589,6 +591,21 @@ class Daemon:
             return  # pulled since the notification was shown
         reason = self._auto_launch.reason_for(token) or SuggestionReason.UNINITIALIZED
         self._auto_launch.suggest(token, reason, limited=False)
+
+    def _job_event(self, event: JobEvent) -> None:
+        if not isinstance(event, JobFinished) or self._notifier is None:
+            return
+        job, result = event.job, event.job.result
+        if result is None or result.operation is JobKind.PHONE_HOME:
+            return
+        if result.state is JobState.CANCELED:
+            return  # the user canceled it and knows
+        self._notifier.operation_finished(
+            job.token_id,
+            str(result.operation),
+            result.state is JobState.SUCCEEDED,
+            result.outcome.message,
+        )
 
     async def _serve(self, bus: ObjectManagerBus) -> int:
         assert self._stop_requested is not None

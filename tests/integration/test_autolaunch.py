@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dbus_fast import Variant
 
 from escd.dbus_service.names import MANAGER_INTERFACE, MANAGER_PATH, token_path
 from escd.sim.bus import PrivateBus
@@ -222,6 +223,36 @@ async def test_fifty_quick_cycles_launch_once(session_bus: PrivateBus, tmp_path:
         suggestions = running.signals.suggestions(mark)
     assert len(suggestions) == 50  # the signal: once per insertion
     assert len(runs(output)) == 1  # the launch: once per min_interval
+
+
+async def test_a_connected_ui_agent_means_nothing_is_launched(
+    session_bus: PrivateBus, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="escd.launcher")
+    command, output = hook_command(tmp_path)
+    async with embedded_daemon(config("uninitialized", command=command), tmp_path) as running:
+        await running.client.call(
+            MANAGER_PATH,
+            MANAGER_INTERFACE,
+            "RegisterAgent",
+            "oa{sv}",
+            ["/org/example/Agent", {"ui": Variant("b", True)}],
+        )
+        mark = running.signals.mark()
+        path = await running.insert(0, SimulatedCard(formatted_card()))
+        await running.round_trip()
+        assert running.signals.suggestions(mark) == [(path, 1)]
+        assert not running.daemon.launcher.busy(path.rsplit("/", 1)[1])
+        # Without it (the frontend left), the next insertion launches.
+        await running.client.call(
+            MANAGER_PATH, MANAGER_INTERFACE, "UnregisterAgent", "o", ["/org/example/Agent"]
+        )
+        await running.remove(0)
+        await running.insert(1, SimulatedCard(formatted_card()))
+        await running.round_trip()
+        await running.daemon.launcher.wait_idle()
+    assert "enrollment UI is connected; nothing launched" in caplog.text
+    assert len(runs(output)) == 1
 
 
 async def test_a_desktop_application_is_activated_with_the_enroll_action(
