@@ -298,7 +298,15 @@ class CardWatcher:
         held = HeldCard(worker, self._backend, reader)
         self._held.add(reader)
         try:
-            await worker.run(held.open_blocking)
+            try:
+                # Another program's transaction makes SCardBeginTransaction wait.
+                async with asyncio.timeout(self.identify_timeout):
+                    await worker.run(held.open_blocking)
+            except TimeoutError:
+                raise CardError(
+                    f"the card could not be held within {self.identify_timeout:g} s "
+                    "(is another program using it?)"
+                ) from None
             yield held
         finally:
             # Queued, not awaited: it must also happen while the job is being cancelled,

@@ -17,7 +17,8 @@ through the ``TpsResolver`` port, and hands an ``Operation`` to the ``JobManager
 
 A pulled card (``abort`` with ``CardRemovedError``) or a ``Job.Cancel`` ends the task at
 once, wherever it waits; the TPS connection is closed and the card released on every
-path (``async with``), and afterwards the token is identified again, whatever happened.
+path (``async with``), and afterwards the token is identified again, whatever happened
+(unless the card was never touched).
 
 Must not: log or keep a secret (answers go from the agent into one message and are
 dropped when it is encoded), decide trust, or know concrete classes: every dependency is
@@ -310,6 +311,8 @@ class Operation:
         self._abort: EscdError | None = None
         #: The outcome is known: later aborts (the card pulled afterwards) change nothing.
         self._decided = False
+        #: The card was held (connected, in a transaction) at some point.
+        self._held = False
         self._removed = asyncio.Event()
 
     # -- Work ----------------------------------------------------------------------------
@@ -343,12 +346,14 @@ class Operation:
         finally:
             self._decided = True
             progress.waiting_for_input(False)
-        # Whatever happened, the card may have changed: read it again (also after
-        # failures: a format or enroll can stop half-way).
-        try:
-            await self._cards.reidentify(plan.reader)
-        except EscdError as error:
-            logger.debug("re-reading the card in %s failed: %s", plan.reader, error.message)
+        # Whatever happened, a card that was used may have changed: read it again (also
+        # after failures: a format or enroll can stop half-way). A card never held (a
+        # declined confirmation, a card another program kept) has not changed.
+        if self._held:
+            try:
+                await self._cards.reidentify(plan.reader)
+            except EscdError as error:
+                logger.debug("re-reading the card in %s failed: %s", plan.reader, error.message)
         return outcome
 
     # -- internals -----------------------------------------------------------------------
@@ -359,6 +364,7 @@ class Operation:
             await self._confirm_format(progress)
         logger.debug("%s of %s: holding the card in %s", plan.kind, plan.token_id, plan.reader)
         async with self._cards.hold(plan.reader) as card:
+            self._held = True
             connection = self._connect(plan.url)
             try:
                 result = await self._converse(card, connection, progress)

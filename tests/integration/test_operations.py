@@ -669,6 +669,24 @@ async def test_card_pulled_at_apdu_n_is_token_removed(make_env: MakeEnv, apdu: i
     assert tps_connections(env.tps.port) == 0
 
 
+async def test_a_card_another_program_holds_fails_the_job_in_time(make_env: MakeEnv) -> None:
+    env = await make_env(config={"pcsc": {"identify_timeout": 0.5}})
+    path = await env.insert(blank())
+    other = env.readers.connect(env.reader)  # another PC/SC user, inside a transaction
+    other.begin_transaction()
+    try:
+        views = await env.run(path, "Format", confirmed=Variant("b", True))
+        assert error_of(views) == ERROR_PREFIX + "Card"
+        assert (result_of(views)["status_source"], result_of(views)["tps_status"]) == ("local", 8)
+        assert len(env.tps.sessions) == 0
+    finally:
+        other.end_transaction()
+        other.close()
+    assert env.state(path) is TokenState.NO_APPLET
+    views = await env.run(path, "Format", handle_token="again", confirmed=Variant("b", True))
+    assert error_of(views) == ""
+
+
 # -- the TPS misbehaving ---------------------------------------------------------------------
 
 
