@@ -342,6 +342,7 @@ class Operation:
                 raise
             outcome = outcome_of(self._abort)
         except EscdError as error:
+            self._log_failure(error)
             outcome = outcome_of(error)
         finally:
             self._decided = True
@@ -484,7 +485,22 @@ class Operation:
                 StatusSource.TPS,
                 end_op_message(end_op.result, end_op.message),
             )
+        if result.error is not None:
+            self._log_failure(result.error)
         return result.outcome
+
+    def _log_failure(self, error: EscdError) -> None:
+        # Job.Result carries escd's wording for the status code; the error's own text
+        # (never a secret, escd.errors) says more, e.g. an untrusted certificate's
+        # fingerprint, so it goes to the log.
+        plan = self._plan
+        logger.info(
+            "%s of token %s: %s",
+            plan.kind,
+            plan.token_id,
+            error.message,
+            extra={"ESCD_TOKEN_CUID": plan.token_id, "ESCD_OPERATION": str(plan.kind)},
+        )
 
 
 def _for_session(answers: Mapping[str, object]) -> dict[str, Secret | str]:

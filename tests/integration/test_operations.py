@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -222,7 +223,11 @@ async def make_env(
         await tps.start()
         stack.append(tps.stop)
         settings: dict[str, Any] = {
-            "tps": {"url": tps.url, "allow_http": [tps.base_url], "message_timeout": 10},
+            "tps": {
+                "url": tps.url,
+                "allow_http": [] if tps.config.tls else [tps.base_url],
+                "message_timeout": 10,
+            },
             "jobs": {"keep_finished": 30},
             # Phone home would hold connections to the same server; not the subject here.
             "phone_home": {"enabled": False},
@@ -685,6 +690,19 @@ async def test_a_card_another_program_holds_fails_the_job_in_time(make_env: Make
     assert env.state(path) is TokenState.NO_APPLET
     views = await env.run(path, "Format", handle_token="again", confirmed=Variant("b", True))
     assert error_of(views) == ""
+
+
+async def test_an_untrusted_tps_certificate_is_tls_untrusted_with_its_fingerprint_logged(
+    make_env: MakeEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="escd.operation")
+    env = await make_env(TpsConfig(tls=True))  # its CA is in no trust store of escd's
+    path = await env.insert(blank())
+    views = await env.run(path, "Format", confirmed=Variant("b", True))
+    assert error_of(views) == ERROR_PREFIX + "TlsUntrusted"
+    assert (result_of(views)["status_source"], result_of(views)["tps_status"]) == ("local", 47)
+    assert any("not trusted (SHA-256 " in record.getMessage() for record in caplog.records)
+    assert len(env.tps.sessions) == 0
 
 
 # -- the TPS misbehaving ---------------------------------------------------------------------
