@@ -117,7 +117,7 @@ class JobProgress(Protocol):
 
 
 class Work(Protocol):
-    """What a job runs: one TPS operation, later phone home."""
+    """What a job runs: one TPS operation (escd.operation) or a phone home."""
 
     async def run(self, progress: JobProgress) -> Outcome:
         """Do the work; every failure is an ``Outcome`` (never an exception)."""
