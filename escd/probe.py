@@ -7,7 +7,7 @@ JSON (a list with one object per card; keys as in ``token_to_json``).
 
 Exit status, like ``opensc-tool`` does it: 0 when pcscd answered, also with no reader or
 no card (an empty answer is an answer) and when a card could not be read (each such card
-gets one line, or an ``UNKNOWN`` entry with its ``problem`` in JSON); 1 when ``--reader``
+gets one line, or an ``unknown`` entry with its ``problem`` in JSON); 1 when ``--reader``
 names a reader pcscd does not have; 2 when pcscd is not available (one line on stderr).
 
 Must not: send a PIN, write to a card, or keep a card beyond its transaction.
@@ -15,6 +15,7 @@ Must not: send a PIN, write to a card, or keep a card beyond its transaction.
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from dataclasses import dataclass
@@ -122,6 +123,11 @@ def certificate_to_json(certificate: CertificateInfo) -> dict[str, str]:
     }
 
 
+def _enum_name(value: enum.Enum) -> str:
+    # The same spelling as escctl's JSON ("no-applet", "enrolled"), so scripts see one vocabulary.
+    return value.name.lower().replace("_", "-")
+
+
 def token_to_json(token: TokenInfo) -> dict[str, object]:
     """The stable JSON form of a token (keys are part of the command's interface)."""
     return {
@@ -129,8 +135,8 @@ def token_to_json(token: TokenInfo) -> dict[str, object]:
         "atr": token.atr.hex().upper(),
         "cuid": token.cuid,
         "msn": token.msn,
-        "state": token.state.name,
-        "applet": token.applet.name,
+        "state": _enum_name(token.state),
+        "applet": _enum_name(token.applet),
         "applet_version": _version(token.applet_version),
         "applet_release": _version(token.applet_release),
         "build_id": None if token.build_id is None else f"{token.build_id:08x}",
@@ -146,7 +152,7 @@ def token_to_json(token: TokenInfo) -> dict[str, object]:
 
 
 def write_json(results: list[ReaderResult], out: TextIO) -> None:
-    """One object per card; an unreadable card is an ``UNKNOWN`` entry with its problem."""
+    """One object per card; an unreadable card is an ``unknown`` entry with its problem."""
     entries = []
     for result in results:
         if result.token is not None:

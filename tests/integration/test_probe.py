@@ -136,8 +136,8 @@ def test_probe_json_reads_every_card(pcscd: PrivatePcscd, plug: Plug) -> None:
     assert result.returncode == 0, result.stderr
     entries = {entry["reader"]: entry for entry in json.loads(result.stdout)}
     first, second = (entries[reader] for reader in pcscd.readers)
-    assert (first["state"], first["cuid"]) == ("NO_APPLET", blank.cuid.hex())
-    assert (second["state"], second["cuid"]) == ("ENROLLED", enrolled.cuid.hex())
+    assert (first["state"], first["cuid"]) == ("no-applet", blank.cuid.hex())
+    assert (second["state"], second["cuid"]) == ("enrolled", enrolled.cuid.hex())
     assert second["applet_version"] == "1.1"
     assert [c["subject"] for c in second["certificates"]] == ["CN=Bob Example"]
     assert set(second) >= {
