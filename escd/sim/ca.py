@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The simulated TPS's certificate authority: a generated root that issues real X.509
-certificates for the keys enrolled onto tokens, and the server's own TLS certificate.
+"""The simulator's certificate authority: a generated root that issues real X.509
+certificates for the keys on simulated tokens (enrolled by the simulated TPS or built
+ready-made by ``escd.sim.card.enrolled_card``) and TLS certificates for servers. Tests
+build their throw-away PKIs from it too.
 
 Owns:
 
@@ -8,7 +10,8 @@ Owns:
   directory when there is one; ``issue`` signs a user certificate for a token key with
   the key usage Dogtag's ``caTokenUserSigningKeyEnrollment`` /
   ``caTokenUserEncryptionKeyEnrollment`` profiles give it; ``server_credentials`` a TLS
-  certificate for the listener; ``revoke`` marks serials revoked (no CRL is served).
+  certificate for a listener; ``subordinate`` a CA it signs (Dogtag's sub-CA layout);
+  ``revoke`` marks serials revoked (no CRL is served).
 * ``parse_key_blob``: the public key in GENERATE KEY's I/O buffer
   (``00 01 size(2) modLen(2) mod expLen(2) exp``, tps-server-flows §3 step 11.2), and
   ``verify_proof`` for the legacy TPS's optional proof check.
@@ -114,6 +117,38 @@ def verify_proof(public_key: rsa.RSAPublicKey, blob: bytes, proof: bytes, challe
     return True
 
 
+def _ca_builder(
+    subject: x509.Name, issuer: x509.Name, key: rsa.RSAPrivateKey
+) -> x509.CertificateBuilder:
+    # No path length limit, as Dogtag's caCACert profile: a root may sign sub-CAs.
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ServerCredentials:
     """A TLS key and certificate chain for the listener, as PEM."""
@@ -121,9 +156,14 @@ class ServerCredentials:
     key_pem: bytes
     certificate_pem: bytes
 
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The server's own certificate, the first of the chain."""
+        return x509.load_pem_x509_certificates(self.certificate_pem)[0]
+
 
 class CertificateAuthority:
-    """A root CA that issues token and server certificates; ``revoke`` is bookkeeping only."""
+    """A CA that issues token, server and sub-CA certificates; ``revoke`` is bookkeeping only."""
 
     def __init__(self, key: rsa.RSAPrivateKey, certificate: x509.Certificate) -> None:
         self.key = key
@@ -136,38 +176,24 @@ class CertificateAuthority:
 
     @classmethod
     def generate(cls, name: str = DEFAULT_CA_NAME, *, key_size: int = 2048) -> CertificateAuthority:
+        """A new self-signed root."""
         key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
         subject = parse_dn(name)
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .sign(key, hashes.SHA256())
-        )
+        certificate = _ca_builder(subject, subject, key).sign(key, hashes.SHA256())
         return cls(key, certificate)
+
+    def subordinate(self, name: str, *, key_size: int = 2048) -> CertificateAuthority:
+        """A new CA whose certificate this one signs."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+        certificate = (
+            _ca_builder(parse_dn(name), self.certificate.subject, key)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        return type(self)(key, certificate)
 
     @classmethod
     def load_or_create(cls, directory: Path, *, key_size: int = 2048) -> CertificateAuthority:

@@ -12,9 +12,9 @@ Factories for the three states a token can be in (coolkey-card §3, §4.5):
 
 * ``blank_card()``      no CoolKey package or instance (the ISD answers everything);
 * ``formatted_card()``  applet installed, life cycle 07, no objects, optional Phone Home URL;
-* ``enrolled_card()``   life cycle 0F, PIN 0 set, an on-card RSA key pair and a
-  certificate from a throw-away test CA in a real ``z0`` (built with
-  ``escd.card.objects``), whose object version follows its content.
+* ``enrolled_card()``   life cycle 0F, PIN 0 set, an on-card RSA key pair and a signing
+  certificate from ``escd.sim.ca`` (a throw-away CA unless given one) in a real ``z0``
+  (built with ``escd.card.objects``), whose object version follows its content.
 
 Must not: log APDU data, PINs or keys (only ``describe_apdu``), or sleep other than the
 "slow card" knob.
@@ -22,19 +22,16 @@ Must not: log APDU data, PINs or keys (only ``describe_apdu``), or sleep other t
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
@@ -43,6 +40,7 @@ from escd.card.objects import COMBINED_OBJECT_ID, TokenCertificate, build_token_
 from escd.errors import MalformedApduError
 from escd.log import describe_apdu
 from escd.sim.applet import CoolKeyApplet
+from escd.sim.ca import CertificateAuthority, parse_dn
 from escd.sim.command import SwError
 from escd.sim.gp import CardManager
 from escd.sim.loadfile import SHIPPED_FILE_SIZE, LoadFile
@@ -65,6 +63,7 @@ from escd.sim.state import (
     RuntimeState,
     Selected,
 )
+from escd.sim.tps_config import KeyUse
 from escd.statefile import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -282,63 +281,6 @@ def issuer_info(url: str) -> bytes:
     return raw + bytes(ISSUER_INFO_SIZE - len(raw))
 
 
-@dataclass(frozen=True, slots=True)
-class TestCa:
-    """A throw-away certificate authority for simulated tokens."""
-
-    __test__ = False  # not a pytest test class, despite the name
-
-    key: rsa.RSAPrivateKey
-    certificate: x509.Certificate
-
-    @classmethod
-    def create(cls, name: str = "CN=escd simulated CA,O=escd") -> TestCa:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        subject = x509.Name.from_rfc4514_string(name)
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(key, certificate)
-
-    def issue(self, public_key: rsa.RSAPublicKey, subject: str) -> x509.Certificate:
-        """A user certificate for signing and key encipherment."""
-        now = datetime.datetime.now(datetime.UTC)
-        return (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name.from_rfc4514_string(subject))
-            .issuer_name(self.certificate.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=True,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-
-
 def enrolled_card(
     *,
     subject: str = "CN=Test User",
@@ -347,7 +289,7 @@ def enrolled_card(
     key_bits: int = 2048,
     token_name: str | None = None,
     label: str | None = None,
-    ca: TestCa | None = None,
+    ca: CertificateAuthority | None = None,
     z0_version: int | None = None,
     compress: bool = True,
     phone_home_url: str | None = None,
@@ -376,9 +318,9 @@ def enrolled_card(
     )
     applet = state.applet
     assert applet is not None
-    ca = ca or TestCa.create()
+    ca = ca or CertificateAuthority.generate()
     key = rsa.generate_private_key(public_exponent=65537, key_size=key_bits)
-    certificate = ca.issue(key.public_key(), subject)
+    certificate = ca.issue(key.public_key(), parse_dn(subject), KeyUse.SIGNING)
     der = certificate.public_bytes(serialization.Encoding.DER)
     common_names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     cn = str(common_names[0].value) if common_names else subject

@@ -3,7 +3,7 @@
 frontend authors, and the thread runner for synchronous code.
 
 ``SimulatedTps`` composes the pieces of ``escd.sim.tps_*``: the settings
-(``TpsConfig``), the token DB and user directory (``tps_db``), the CA (``tps_ca``), the
+(``TpsConfig``), the token DB and user directory (``tps_db``), the CA (``escd.sim.ca``), the
 TKS (``tps_channel.Tks``), the processors (``tps_flows``, ``tps_enroll``) and the h11
 listener (``tps_server``), plus the phone-home document. Typical use::
 
@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Self
 from xml.sax.saxutils import escape
 
-from escd.sim.tps_ca import CA_CERT_FILE, CertificateAuthority
+from escd.sim.ca import CA_CERT_FILE, CertificateAuthority
 from escd.sim.tps_channel import Tks
 from escd.sim.tps_config import TpsConfig
 from escd.sim.tps_db import TokenDb, UserDirectory

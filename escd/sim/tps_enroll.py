@@ -35,8 +35,8 @@ from escd.card.objects import (
     object_index,
 )
 from escd.errors import MalformedResponseError
+from escd.sim.ca import parse_key_blob, split_keygen_buffer, subject_name, verify_proof
 from escd.sim.scp import des3_cbc_encrypt, kcv, wrap_challenge
-from escd.sim.tps_ca import parse_key_blob, split_keygen_buffer, subject_name, verify_proof
 from escd.sim.tps_card import AppletInfo
 from escd.sim.tps_channel import SecureChannel, SessionBroken, TpsFailure
 from escd.sim.tps_config import KeyTypeProfile, Operation, Quirk, TokenTypeProfile

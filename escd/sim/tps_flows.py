@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from escd.log import Secret
 from escd.model import OperationType
-from escd.sim.tps_ca import CertificateAuthority
+from escd.sim.ca import CertificateAuthority
 from escd.sim.tps_card import AppletInfo, CardLink
 from escd.sim.tps_channel import (
     ClientGone,

@@ -49,11 +49,11 @@ from escd.log import TRAFFIC
 from escd.model import TokenState
 from escd.readers import CardSession, ReaderEvent
 from escd.sim.bus import PrivateBus
+from escd.sim.ca import CertificateAuthority
 from escd.sim.card import SimulatedCard, blank_card, enrolled_card
 from escd.sim.loadfile import COOLKEY_INSTANCE_AID
 from escd.sim.reader import SimReaderBackend
 from escd.sim.tps import SimulatedTps
-from escd.sim.tps_ca import CertificateAuthority
 from escd.sim.tps_config import Faults, TokenPolicy, TpsConfig
 from escd.sim.tps_db import User, UserDirectory
 from tests.support.agents import ScriptedAgent

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from escd.errors import (
     InsecureUrlError,
@@ -33,6 +29,7 @@ from escd.errors import (
 )
 from escd.phonehome.client import create_client, fetch_service_info, phone_home_request_url
 from escd.phonehome.parser import PhoneHomeInfo
+from escd.sim.ca import CertificateAuthority
 from escd.trust import (
     PinMismatchError,
     TrustStore,
@@ -57,44 +54,12 @@ class Pki:
     key_pem: bytes
 
 
-def _certificate(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    ca: bool,
-) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 def make_pki(label: str) -> Pki:
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root = _certificate(f"{label} CA", root_key, None, root_key, ca=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = _certificate("localhost", key, root, root_key, ca=False)
-    key_pem = key.private_bytes(
-        PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return Pki(root, leaf, leaf.public_bytes(PEM), key_pem)
+    ca = CertificateAuthority.generate(f"CN={label} CA")
+    credentials = ca.server_credentials(["localhost", "127.0.0.1"])
+    leaf = credentials.certificate
+    # The server sends its own certificate only: the client must know the CA.
+    return Pki(ca.certificate, leaf, leaf.public_bytes(PEM), credentials.key_pem)
 
 
 def server_context(pki: Pki, tmp_path: Path) -> ssl.SSLContext:

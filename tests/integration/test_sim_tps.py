@@ -30,11 +30,11 @@ from escd.errors import ConnectionLostError, EscdError, TpsOperationError
 from escd.log import TRAFFIC, Secret
 from escd.model import OperationType
 from escd.phonehome.parser import parse_service_info
+from escd.sim.ca import CertificateAuthority
 from escd.sim.card import SimulatedCard, blank_card
 from escd.sim.loadfile import COOLKEY_INSTANCE_AID
 from escd.sim.state import LifeCycle
 from escd.sim.tps import SimulatedTps
-from escd.sim.tps_ca import CertificateAuthority
 from escd.sim.tps_config import Faults, TokenPolicy, TpsConfig
 from escd.sim.tps_db import TokenStatus, User, UserDirectory
 from escd.tps import codec

@@ -11,9 +11,7 @@ with escd's own framer and codec, which these tests also exercise in that direct
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
-import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,10 +19,7 @@ from pathlib import Path
 
 import h11
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from escd.config import TpsConfig
 from escd.errors import (
@@ -39,6 +34,7 @@ from escd.errors import (
 )
 from escd.log import TRAFFIC, Secret
 from escd.model import OperationType
+from escd.sim.ca import CertificateAuthority
 from escd.tps.codec import decode, encode
 from escd.tps.connection import TpsConnection
 from escd.tps.framing import MessageFramer
@@ -522,83 +518,25 @@ class Pki:
     leaf_der: bytes
 
 
-def make_pki(directory: Path, names: list[x509.GeneralName]) -> Pki:
-    """A throw-away CA and a server certificate for ``names``."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "escd test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tps")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+def make_pki(directory: Path, hosts: list[str]) -> Pki:
+    """A throw-away CA and a server certificate for ``hosts``; the server sends no chain."""
+    ca = CertificateAuthority.generate("CN=escd test CA")
+    credentials = ca.server_credentials(hosts)
+    leaf = credentials.certificate
     ca_file = directory / "ca.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    ca_file.write_bytes(ca.certificate_pem)
     chain = directory / "server.pem"
-    chain.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        + leaf.public_bytes(serialization.Encoding.PEM)
-    )
+    chain.write_bytes(credentials.key_pem + leaf.public_bytes(serialization.Encoding.PEM))
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(chain)
     return Pki(ca_file, server_context, leaf.public_bytes(serialization.Encoding.DER))
 
 
-LOOPBACK_NAMES: list[x509.GeneralName] = [
-    x509.DNSName("localhost"),
-    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-]
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1"]
 
 
 async def test_conversation_over_tls_with_a_trusted_ca(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    pki = make_pki(tmp_path, LOOPBACK_NAMES)
+    pki = make_pki(tmp_path, LOOPBACK_HOSTS)
     server = await serve(short_format, ssl_context=pki.server_context)
     trusting = ssl.create_default_context(cafile=str(pki.ca_file))
     seen = await run_short_format(connection(server, ssl_context=trusting, allow_http=()))
@@ -608,7 +546,7 @@ async def test_conversation_over_tls_with_a_trusted_ca(serve, tmp_path: Path) ->
 
 
 async def test_untrusted_certificate_names_its_fingerprint(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    pki = make_pki(tmp_path, LOOPBACK_NAMES)
+    pki = make_pki(tmp_path, LOOPBACK_HOSTS)
     server = await serve(short_format, ssl_context=pki.server_context)
     trusting_nobody = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     async with connection(server, ssl_context=trusting_nobody) as client:
@@ -622,7 +560,7 @@ async def test_untrusted_certificate_names_its_fingerprint(serve, tmp_path: Path
 
 
 async def test_certificate_for_another_host_is_untrusted(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    pki = make_pki(tmp_path, [x509.DNSName("tps.example.com")])
+    pki = make_pki(tmp_path, ["tps.example.com"])
     server = await serve(short_format, ssl_context=pki.server_context)
     trusting = ssl.create_default_context(cafile=str(pki.ca_file))
     async with connection(server, ssl_context=trusting) as client:

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from smartcard import scard
 
-from escd.sim.card import SimulatedCard, TestCa, enrolled_card, formatted_card
+from escd.sim.ca import CertificateAuthority
+from escd.sim.card import SimulatedCard, enrolled_card, formatted_card
 from escd.sim.pcscd import PrivatePcscd
 from escd.sim.state import CardState
 from escd.sim.vpcd import VpcdCard
@@ -106,8 +107,8 @@ def plug(pcscd: PrivatePcscd) -> Iterator[Plug]:
 
 
 @pytest.fixture(scope="module")
-def ca() -> TestCa:
-    return TestCa.create()
+def ca() -> CertificateAuthority:
+    return CertificateAuthority.generate()
 
 
 def pkcs11_tool(pcscd: PrivatePcscd, module: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -121,7 +122,7 @@ def pkcs11_tool(pcscd: PrivatePcscd, module: Path, *args: str) -> subprocess.Com
     )
 
 
-def _enrolled(ca: TestCa) -> CardState:
+def _enrolled(ca: CertificateAuthority) -> CardState:
     return enrolled_card(cuid=os.urandom(10), subject=SUBJECT, pin=PIN, pin_tries=5, ca=ca)
 
 
@@ -132,7 +133,7 @@ def _tries(card: SimulatedCard) -> int:
 
 @pytest.mark.parametrize("middleware", list(MODULES))
 def test_enrolled_token_lists_certificate_and_keys_with_our_subject(
-    pcscd: PrivatePcscd, plug: Plug, ca: TestCa, middleware: str
+    pcscd: PrivatePcscd, plug: Plug, ca: CertificateAuthority, middleware: str
 ) -> None:
     module = MODULES[middleware]()
     plug(_enrolled(ca))
@@ -154,7 +155,7 @@ def test_enrolled_token_lists_certificate_and_keys_with_our_subject(
 
 @pytest.mark.parametrize("middleware", list(MODULES))
 def test_login_with_the_right_pin_shows_the_private_key(
-    pcscd: PrivatePcscd, plug: Plug, ca: TestCa, middleware: str
+    pcscd: PrivatePcscd, plug: Plug, ca: CertificateAuthority, middleware: str
 ) -> None:
     module = MODULES[middleware]()
     card = plug(_enrolled(ca))
@@ -167,7 +168,7 @@ def test_login_with_the_right_pin_shows_the_private_key(
 
 @pytest.mark.parametrize("middleware", list(MODULES))
 def test_wrong_pin_is_refused_and_counted_on_the_card(
-    pcscd: PrivatePcscd, plug: Plug, ca: TestCa, middleware: str
+    pcscd: PrivatePcscd, plug: Plug, ca: CertificateAuthority, middleware: str
 ) -> None:
     module = MODULES[middleware]()
     card = plug(_enrolled(ca))

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from escd.sim.tps_ca import (
+from escd.sim.ca import (
     CA_CERT_FILE,
     CA_KEY_FILE,
     CertificateAuthority,
@@ -87,10 +87,24 @@ def test_server_credentials(ca: CertificateAuthority) -> None:
     credentials = ca.server_credentials(["127.0.0.1", "localhost", "::1"])
     chain = x509.load_pem_x509_certificates(credentials.certificate_pem)
     assert chain[1] == ca.certificate
+    assert chain[0] == credentials.certificate
     chain[0].verify_directly_issued_by(ca.certificate)
     san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
     assert len(san.get_values_for_type(x509.IPAddress)) == 2
+
+
+def test_a_subordinate_ca_is_signed_by_its_root_and_issues_servers(
+    ca: CertificateAuthority,
+) -> None:
+    sub = ca.subordinate("CN=Sub CA, O=Example Corp", key_size=1024)
+    sub.certificate.verify_directly_issued_by(ca.certificate)
+    assert sub.certificate.subject.rfc4514_string() == "CN=Sub CA,O=Example Corp"
+    constraints = sub.certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert constraints.value.ca
+    root_constraints = ca.certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert root_constraints.value.path_length is None  # room for the subordinate
+    sub.server_credentials(["localhost"]).certificate.verify_directly_issued_by(sub.certificate)
 
 
 def test_ca_is_kept_in_the_state_directory(tmp_path: Path) -> None:

@@ -25,9 +25,9 @@ from escd.card.apdu import CommandApdu
 from escd.card.objects import COMBINED_OBJECT_ID, decode_combined_object
 from escd.errors import CardError, CardRemovedError
 from escd.readers import CardInserted, CardRemoved, ReaderAdded, ReaderEvent
+from escd.sim.ca import CertificateAuthority, parse_dn
 from escd.sim.card import (
     SimulatedCard,
-    TestCa,
     blank_card,
     enrolled_card,
     formatted_card,
@@ -51,6 +51,7 @@ from escd.sim.scp import (
     wrap_challenge,
 )
 from escd.sim.state import CardState
+from escd.sim.tps_config import KeyUse
 
 H = bytes.fromhex
 COOLKEY_AID = "627601FF000000"
@@ -113,12 +114,12 @@ def read_object(card: SimulatedCard, object_id: bytes, nonce: str = ZERO_NONCE) 
 
 
 @pytest.fixture(scope="module")
-def ca() -> TestCa:
-    return TestCa.create()
+def ca() -> CertificateAuthority:
+    return CertificateAuthority.generate()
 
 
 @pytest.fixture(scope="module")
-def enrolled_template(ca: TestCa) -> CardState:
+def enrolled_template(ca: CertificateAuthority) -> CardState:
     return enrolled_card(
         cuid=H("40907001123400ABCDEF"),
         subject="CN=Test User,O=Example",
@@ -654,7 +655,9 @@ def _generate_key(tps: Tps, challenge: bytes, bits: int = 1024) -> bytes:
 
 
 @pytest.mark.parametrize("protocol", list(ScpProtocol))
-def test_enrollment_generates_a_key_whose_proof_verifies(protocol: ScpProtocol, ca: TestCa) -> None:
+def test_enrollment_generates_a_key_whose_proof_verifies(
+    protocol: ScpProtocol, ca: CertificateAuthority
+) -> None:
     card = SimulatedCard(formatted_card(protocol=protocol))
     card.power_on()
     ok(card, SELECT_COOLKEY)
@@ -677,7 +680,7 @@ def test_enrollment_generates_a_key_whose_proof_verifies(protocol: ScpProtocol, 
     public = rsa.RSAPublicNumbers(int.from_bytes(exponent, "big"), int.from_bytes(modulus, "big"))
     public.public_key().verify(proof, blob + challenge, padding.PKCS1v15(), hashes.SHA1())
     # The TPS writes z0 as the RA, chunk by chunk, then personalizes.
-    certificate = ca.issue(public.public_key(), "CN=Enrolled User")
+    certificate = ca.issue(public.public_key(), parse_dn("CN=Enrolled User"), KeyUse.SIGNING)
     from escd.card.objects import TokenCertificate, build_token_objects
 
     der = certificate.public_bytes(serialization.Encoding.DER)
@@ -830,7 +833,7 @@ def test_open_creates_the_file_once_and_then_loads_it(tmp_path: Path) -> None:
         SimulatedCard.load(path)
 
 
-def test_z0_version_follows_content_and_its_cuid_matches_the_cplc(ca: TestCa) -> None:
+def test_z0_version_follows_content_and_its_cuid_matches_the_cplc(ca: CertificateAuthority) -> None:
     cuid = H("40907001123400ABCDE0")
     versions = set()
     for subject in ("CN=Alice", "CN=Bob"):

@@ -21,11 +21,11 @@ from escd.card.apdu import CommandApdu
 from escd.card.objects import COMBINED_OBJECT_ID, decode_combined_object
 from escd.log import Secret
 from escd.model import OperationType
+from escd.sim.ca import CertificateAuthority
 from escd.sim.card import SimulatedCard, blank_card, formatted_card
 from escd.sim.loadfile import COOLKEY_INSTANCE_AID
 from escd.sim.scp import ScpProtocol
 from escd.sim.state import LifeCycle
-from escd.sim.tps_ca import CertificateAuthority
 from escd.sim.tps_channel import ClientGone, Tks
 from escd.sim.tps_config import CLEAN, Faults, Quirk, TokenPolicy, TpsConfig
 from escd.sim.tps_db import TokenDb, TokenRecord, TokenStatus, UserDirectory

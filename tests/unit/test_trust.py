@@ -4,25 +4,22 @@
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import logging
 import socket
 import ssl
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
-from cryptography.x509.oid import NameOID
 
 from escd.config import TrustConfig
 from escd.errors import InsecureUrlError, InvalidArgumentError
+from escd.sim.ca import CertificateAuthority
 from escd.trust import (
     PinMismatchError,
     TrustKind,
@@ -43,56 +40,15 @@ class Chain:
     root: x509.Certificate
     intermediate: x509.Certificate
     leaf: x509.Certificate
-    leaf_key: ec.EllipticCurvePrivateKey
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Corp"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _issue(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool,
-) -> x509.Certificate:
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer.subject if issuer else _name(subject))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
+    leaf_key_pem: bytes
 
 
 def make_chain() -> Chain:
     """A Dogtag-like hierarchy: root CA → subordinate CA → TPS server certificate."""
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root = _issue("CA Signing Certificate", root_key, None, root_key, ca=True)
-    sub_key = ec.generate_private_key(ec.SECP256R1())
-    sub = _issue("Sub CA Signing Certificate", sub_key, root, root_key, ca=True)
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    leaf = _issue("localhost", leaf_key, sub, sub_key, ca=False)
-    return Chain(root, sub, leaf, leaf_key)
+    root = CertificateAuthority.generate("CN=CA Signing Certificate, O=Example Corp")
+    sub = root.subordinate("CN=Sub CA Signing Certificate, O=Example Corp")
+    server = sub.server_credentials(["localhost", "127.0.0.1"])
+    return Chain(root.certificate, sub.certificate, server.certificate, server.key_pem)
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +91,7 @@ def test_base64_pkcs7_without_header_lines_as_dogtag_displays_it(chain: Chain) -
 
 
 def test_other_pem_blocks_are_ignored_and_duplicates_dropped(chain: Chain) -> None:
-    key = chain.leaf_key.private_bytes(
-        PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    data = chain.root.public_bytes(PEM) + key + chain.root.public_bytes(PEM)
+    data = chain.root.public_bytes(PEM) + chain.leaf_key_pem + chain.root.public_bytes(PEM)
     assert parse_certificates(b"leading text\n" + data) == [chain.root]
 
 
@@ -320,11 +273,7 @@ def _server_context(chain: Chain, tmp_path: Path) -> ssl.SSLContext:
     cert = tmp_path / "server.pem"
     cert.write_bytes(chain.leaf.public_bytes(PEM) + chain.intermediate.public_bytes(PEM))
     key = tmp_path / "server.key"
-    key.write_bytes(
-        chain.leaf_key.private_bytes(
-            PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    key.write_bytes(chain.leaf_key_pem)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
