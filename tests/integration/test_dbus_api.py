@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbus_fast import DBusError, Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
+from dbus_fast import DBusError, Message, Variant
 
 from escd.config import Config
-from escd.ctl.client import EscdClient
 from escd.daemon import Daemon
 from escd.dbus_service.errors import INTERNAL_MESSAGE
 from escd.dbus_service.names import (
-    BUS_NAME,
     ERROR_INTERNAL,
     ERROR_INVALID_ARGS,
     ERROR_NO_SUCH_TOKEN,
@@ -47,6 +44,7 @@ from escd.sim.bus import PrivateBus
 from escd.sim.card import SimulatedCard, enrolled_card, formatted_card
 from escd.sim.reader import SimReaderBackend
 from escd.sim.state import LifeCycle
+from tests.support.embedded import Embedded, serving
 
 TIMEOUT = 5.0
 
@@ -70,38 +68,6 @@ class FaultyBackend:
         return self.inner.connect(reader)
 
 
-class Signals:
-    """Every signal escd sends, recorded on a client connection of its own."""
-
-    def __init__(self, bus: MessageBus) -> None:
-        self.bus = bus
-        self.messages: list[Message] = []
-        self._changed = asyncio.Condition()
-        bus.add_message_handler(self._handle)
-
-    def _handle(self, message: Message) -> None:
-        if message.message_type is MessageType.SIGNAL:
-            self.messages.append(message)
-            asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait_for(self, match: Callable[[Message], bool], start: int = 0) -> Message:
-        def found() -> Message | None:
-            return next((m for m in self.messages[start:] if match(m)), None)
-
-        async with asyncio.timeout(TIMEOUT), self._changed:
-            await self._changed.wait_for(lambda: found() is not None)
-        message = found()
-        assert message is not None
-        return message
-
-    def mark(self) -> int:
-        return len(self.messages)
-
-
 def added(path: str) -> Callable[[Message], bool]:
     return lambda m: m.member == "InterfacesAdded" and m.body[0] == path
 
@@ -120,13 +86,8 @@ def changed(path: str, interface: str, prop: str) -> Callable[[Message], bool]:
 
 
 @dataclasses.dataclass
-class Running:
-    daemon: Daemon
-    readers: SimReaderBackend
+class Running(Embedded):
     backend: FaultyBackend
-    client: EscdClient
-    signals: Signals
-    config_path: Path
 
     async def get(self, path: str, interface: str, prop: str) -> Any:
         (value,) = await self.client.call(
@@ -134,15 +95,6 @@ class Running:
         )
         assert isinstance(value, Variant)
         return value.value
-
-    async def insert(self, reader: int, card: SimulatedCard) -> str:
-        """Insert and wait for the token object; its path."""
-        mark = self.signals.mark()
-        self.readers.insert(self.readers.readers[reader], card)
-        message = await self.signals.wait_for(
-            lambda m: m.member == "InterfacesAdded" and TOKEN_INTERFACE in m.body[1], mark
-        )
-        return str(message.body[0])
 
 
 @pytest.fixture
@@ -152,25 +104,8 @@ async def running(session_bus: PrivateBus, tmp_path: Path) -> AsyncIterator[Runn
     readers = SimReaderBackend(asyncio.get_running_loop(), 4)
     backend = FaultyBackend(readers)
     daemon = Daemon(Config(), config_files=[config_path], backend=backend)
-    task = asyncio.create_task(daemon.run())
-    async with asyncio.timeout(TIMEOUT):
-        await daemon.ready.wait()
-    client = await EscdClient.connect()
-    signals = Signals(client.bus)
-    await client.call(
-        "/org/freedesktop/DBus",
-        "org.freedesktop.DBus",
-        "AddMatch",
-        "s",
-        [f"type='signal',sender='{BUS_NAME}'"],
-        "org.freedesktop.DBus",
-    )
-    try:
-        yield Running(daemon, readers, backend, client, signals, config_path)
-    finally:
-        client.close()
-        daemon.request_stop()
-        assert await asyncio.wait_for(task, TIMEOUT) == 0
+    async with serving(daemon) as (client, signals):
+        yield Running(daemon, readers, client, signals, config_path, backend)
 
 
 def cuid_of(card: SimulatedCard) -> str:

@@ -10,21 +10,21 @@ a test says so. Everything is observed on the bus through a separate client conn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-from dbus_fast import DBusError, Message, MessageType, Variant
+from dbus_fast import DBusError, Variant
 
 from escd.config import Config, load_config
 from escd.ctl.client import EscdClient, JobView
 from escd.daemon import Daemon
 from escd.dbus_service.names import (
-    BUS_NAME,
     ERROR_INVALID_ARGS,
     MANAGER_INTERFACE,
     MANAGER_PATH,
@@ -41,6 +41,7 @@ from escd.sim.tps import SimulatedTps
 from escd.sim.tps_config import TpsConfig
 from escd.trust import fingerprint, parse_certificates
 from tests.support.agents import ScriptedAgent, connect_agent
+from tests.support.embedded import Signals, serving
 
 TIMEOUT = 10.0
 
@@ -54,9 +55,8 @@ class Harness:
         self.readers: SimReaderBackend | None = None
         self.daemon: Daemon | None = None
         self.client: EscdClient | None = None
-        self._task: asyncio.Task[int] | None = None
-        self._signals: list[Message] = []
-        self._changed = asyncio.Condition()
+        self._signals: Signals | None = None
+        self._serving = contextlib.AsyncExitStack()
 
     async def start(self, config: Config | None = None) -> Harness:
         self.readers = SimReaderBackend(asyncio.get_running_loop(), 2)
@@ -65,38 +65,20 @@ class Harness:
         self.daemon = Daemon(
             config, config_files=[self.config_path], backend=self.readers, state=self.state
         )
-        self._task = asyncio.create_task(self.daemon.run())
-        async with asyncio.timeout(TIMEOUT):
-            await self.daemon.ready.wait()
-        self.client = await EscdClient.connect()
-        self.client.bus.add_message_handler(self._handle)
-        await self.client.call(
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            "AddMatch",
-            "s",
-            [f"type='signal',sender='{BUS_NAME}'"],
-            "org.freedesktop.DBus",
+        self.client, self._signals = await self._serving.enter_async_context(
+            serving(self.daemon, TIMEOUT)
         )
         return self
 
     async def stop(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-        if self.daemon is not None and self._task is not None:
-            self.daemon.request_stop()
-            assert await asyncio.wait_for(self._task, TIMEOUT) == 0
-            self.daemon = None
+        await self._serving.aclose()
+        self.client = None
+        self.daemon = None
 
-    def _handle(self, message: Message) -> None:
-        if message.message_type is MessageType.SIGNAL:
-            self._signals.append(message)
-            asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    @property
+    def signals(self) -> Signals:
+        assert self._signals is not None, "the daemon was never started"
+        return self._signals
 
     async def manager(self, member: str, signature: str = "", *body: Any) -> list[Any]:
         assert self.client is not None
@@ -112,17 +94,19 @@ class Harness:
     async def insert(self, card: SimulatedCard, reader: int = 0) -> str:
         """Insert and wait for the token object; its path."""
         assert self.readers is not None
-        mark = len(self._signals)
+        mark = self.signals.mark()
         self.readers.insert(self.readers.readers[reader], card)
         path = token_path(card.state.cuid.hex())
-        await self._wait(lambda m: m.member == "InterfacesAdded" and m.body[0] == path, mark)
+        await self.signals.wait_for(
+            lambda m: m.member == "InterfacesAdded" and m.body[0] == path, mark, TIMEOUT
+        )
         return path
 
     async def remove(self, reader: int = 0) -> None:
         assert self.readers is not None
-        mark = len(self._signals)
+        mark = self.signals.mark()
         self.readers.remove(self.readers.readers[reader])
-        await self._wait(lambda m: m.member == "InterfacesRemoved", mark)
+        await self.signals.wait_for(lambda m: m.member == "InterfacesRemoved", mark, TIMEOUT)
 
     async def reinsert(self, card: SimulatedCard) -> str:
         await self.remove()
@@ -135,28 +119,19 @@ class Harness:
         done = wanted or {s for s in PhoneHomeState if s > PhoneHomeState.RUNNING}
         async with asyncio.timeout(TIMEOUT):
             while True:
-                mark = len(self._signals)
+                mark = self.signals.mark()
                 props = await self.props(path)
                 if PhoneHomeState(props["PhoneHomeState"]) in done:
                     return props
-                await self._wait(
+                await self.signals.wait_for(
                     lambda m: (
                         m.member == "PropertiesChanged"
                         and m.path == path
                         and "PhoneHomeState" in m.body[1]
                     ),
                     mark,
+                    TIMEOUT,
                 )
-
-    async def _wait(self, match: Callable[[Message], bool], start: int) -> Message:
-        def found() -> Message | None:
-            return next((m for m in self._signals[start:] if match(m)), None)
-
-        async with asyncio.timeout(TIMEOUT), self._changed:
-            await self._changed.wait_for(lambda: found() is not None)
-        message = found()
-        assert message is not None
-        return message
 
 
 @pytest.fixture
@@ -333,13 +308,14 @@ async def test_hand_set_values_win_and_survive_a_refresh_and_a_restart(
         "issuer_name": "Corp IT",
         "enrollment_ui_url": "https://enroll.corp.example/",
     }
-    mark = len(harness._signals)
+    mark = harness.signals.mark()
     await harness.manager(
         "SetTokenSettings", "sa{sv}", cuid.upper(), {k: Variant("s", v) for k, v in mine.items()}
     )
-    await harness._wait(
+    await harness.signals.wait_for(
         lambda m: m.member == "PropertiesChanged" and m.path == path and "TpsUrl" in m.body[1],
         mark,
+        TIMEOUT,
     )
     expected = {"TpsUrl": mine["tps_url"], "IssuerName": "Corp IT"}
     assert {k: (await harness.props(path))[k] for k in expected} == expected

@@ -6,7 +6,8 @@
 ``tmp_path`` and the configuration given as a mapping (written to a file, so reloads
 work), waits until it owns its bus name, and yields an ``Embedded`` with a client
 connection that records every signal escd sends. The daemon stops, and must exit 0,
-when the context ends.
+when the context ends. ``serving(daemon)`` does the running, connecting and recording
+for a daemon a test composed itself.
 """
 
 from __future__ import annotations
@@ -106,6 +107,31 @@ class Embedded:
 
 
 @contextlib.asynccontextmanager
+async def serving(
+    daemon: Daemon, timeout: float = TIMEOUT
+) -> AsyncIterator[tuple[EscdClient, Signals]]:
+    """Run ``daemon`` until the context ends, when it must exit 0; a client connection
+    and the signals escd sends, recorded from before the first one."""
+    task = asyncio.create_task(daemon.run())
+    client: EscdClient | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            await daemon.ready.wait()
+        client = await EscdClient.connect()
+        signals = Signals(client)
+        await client.call(
+            "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "s",
+            [f"type='signal',sender='{BUS_NAME}'"], "org.freedesktop.DBus",
+        )  # fmt: skip
+        yield client, signals
+    finally:
+        if client is not None:
+            client.close()
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, timeout) == 0
+
+
+@contextlib.asynccontextmanager
 async def embedded_daemon(
     config: Mapping[str, Any], tmp_path: Path, *, readers: int = 2
 ) -> AsyncIterator[Embedded]:
@@ -114,18 +140,5 @@ async def embedded_daemon(
     loaded = Config.from_mapping(config, str(config_path))
     backend = SimReaderBackend(asyncio.get_running_loop(), readers)
     daemon = Daemon(loaded, config_files=[config_path], backend=backend, state=tmp_path / "state")
-    task = asyncio.create_task(daemon.run())
-    async with asyncio.timeout(TIMEOUT):
-        await daemon.ready.wait()
-    client = await EscdClient.connect()
-    signals = Signals(client)
-    await client.call(
-        "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "s",
-        [f"type='signal',sender='{BUS_NAME}'"], "org.freedesktop.DBus",
-    )  # fmt: skip
-    try:
+    async with serving(daemon) as (client, signals):
         yield Embedded(daemon, backend, client, signals, config_path)
-    finally:
-        client.close()
-        daemon.request_stop()
-        assert await asyncio.wait_for(task, TIMEOUT) == 0
