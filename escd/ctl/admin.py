@@ -38,7 +38,7 @@ from typing import Any
 from dbus_fast import DBusError, Variant
 
 from escd.ctl.agent import register_agent
-from escd.ctl.client import EscdClient, JobView
+from escd.ctl.client import EscdClient, JobView, plain
 from escd.ctl.output import job_failure
 from escd.ctl.prompts import Presets, TerminalAgent
 from escd.dbus_service.names import (
@@ -203,18 +203,8 @@ def _date(seconds: object) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(value)) if value else "unknown"
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Variant):
-        return _plain(value.value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
 async def _manager(client: EscdClient, member: str, signature: str = "", *body: Any) -> Any:
-    return _plain(await client.call(MANAGER_PATH, MANAGER_INTERFACE, member, signature, [*body]))
+    return plain(await client.call(MANAGER_PATH, MANAGER_INTERFACE, member, signature, [*body]))
 
 
 # -- trust ------------------------------------------------------------------------------

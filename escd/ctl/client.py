@@ -44,14 +44,14 @@ class DaemonUnreachableError(Exception):
     """There is no session bus, or no escd on it and none can be started."""
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Strip variants recursively."""
     if isinstance(value, Variant):
-        return _plain(value.value)
+        return plain(value.value)
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     return value
 
 
@@ -65,7 +65,7 @@ class ManagerView:
 
     @classmethod
     def from_properties(cls, props: Mapping[str, Any]) -> ManagerView:
-        p = _plain(dict(props))
+        p = plain(dict(props))
         return cls(
             version=p.get("Version", ""),
             pcsc_state=PcscState(p.get("PcscState", 0)),
@@ -84,7 +84,7 @@ class ReaderView:
 
     @classmethod
     def from_properties(cls, path: str, props: Mapping[str, Any]) -> ReaderView:
-        p = _plain(dict(props))
+        p = plain(dict(props))
         return cls(path, p.get("Name", ""), ReaderState(p.get("State", 0)), p.get("Token", "/"))
 
 
@@ -115,7 +115,7 @@ class TokenView:
 
     @classmethod
     def from_properties(cls, path: str, props: Mapping[str, Any]) -> TokenView:
-        p = _plain(dict(props))
+        p = plain(dict(props))
         major, minor = p.get("AppletVersion", (0, 0))
         return cls(
             path=path,
@@ -164,7 +164,7 @@ class JobView:
     completed: bool = False
 
     def merged(self, props: Mapping[str, Any]) -> JobView:
-        values = _plain(dict(props))
+        values = plain(dict(props))
         changes = {attr: values[prop] for prop, attr in _JOB_PROPERTIES.items() if prop in values}
         return dataclasses.replace(self, **changes)
 
@@ -241,7 +241,7 @@ class JobWatch:
                 yield dataclasses.replace(
                     view,
                     state=int(state),
-                    result=_plain(details),
+                    result=plain(details),
                     cancelable=False,
                     completed=True,
                 )
@@ -381,7 +381,7 @@ class EscdClient:
         (report,) = await self.call(
             MANAGER_PATH, MANAGER_INTERFACE, "GetDiagnostics", "a{sv}", [options]
         )
-        return dict(_plain(report))
+        return dict(plain(report))
 
     async def watch(self) -> AsyncIterator[WatchEvent]:
         """Changes as they happen; subscribes before taking the snapshot it starts from.
@@ -457,7 +457,7 @@ def _interpret(
         return []
     if message.interface == PROPERTIES_INTERFACE and member == "PropertiesChanged":
         interface, changed, invalidated = message.body
-        values = _plain(changed)
+        values = plain(changed)
         values.update(dict.fromkeys(invalidated))
         path = message.path or ""
         if interface == MANAGER_INTERFACE and "PcscState" in values:

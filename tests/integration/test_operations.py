@@ -28,7 +28,7 @@ from dbus_fast.aio import MessageBus
 from escd.card.apdu import CommandApdu
 from escd.config import Config
 from escd.ctl.agent import register_agent
-from escd.ctl.client import EscdClient, JobView
+from escd.ctl.client import EscdClient, JobView, plain
 from escd.daemon import Daemon
 from escd.dbus_service.names import (
     BUS_NAME,
@@ -774,19 +774,9 @@ async def test_operation_logs_carry_no_secrets(
         assert secret not in text, secret
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Variant):
-        return _plain(value.value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
 async def _get_all(client: EscdClient, path: str, interface: str) -> dict[str, Any]:
     (props,) = await client.call(path, PROPERTIES_INTERFACE, "GetAll", "s", [interface])
-    return dict(_plain(props))
+    return dict(plain(props))
 
 
 async def _add_match(client: EscdClient, rule: str) -> None:
