@@ -29,51 +29,32 @@ from escd.readers import (
 )
 from escd.sim.pcscd import PrivatePcscd
 from escd.sim.vpcd import VpcdCard
+from tests.support.recorder import TIMEOUT, Recorder
 
-TIMEOUT = 5.0
 
-
-class Recorder:
+class BackendEvents(Recorder[ReaderEvent]):
     """Collects backend events on the loop and lets a test wait for one."""
 
-    def __init__(self) -> None:
-        self.events: list[ReaderEvent] = []
-        self._changed = asyncio.Condition()
-
     def __call__(self, event: ReaderEvent) -> None:
-        self.events.append(event)
-        asyncio.get_running_loop().create_task(self._notify())
+        self.add(event)
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait_for(
+    async def wait_for_event(
         self, wanted: ReaderEvent | type, timeout: float = TIMEOUT, *, start: int = 0
     ) -> int:
         """Index of the first event from ``start`` on equal to ``wanted`` (or of that type)."""
-
-        def index() -> int | None:
-            for position in range(start, len(self.events)):
-                event = self.events[position]
-                if event == wanted or (isinstance(wanted, type) and isinstance(event, wanted)):
-                    return position
-            return None
-
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: index() is not None)
-        found = index()
-        assert found is not None
-        return found
-
-    def after(self, index: int) -> list[ReaderEvent]:
-        return self.events[index:]
+        return await self.wait_for_index(
+            lambda event: (
+                event == wanted or (isinstance(wanted, type) and isinstance(event, wanted))
+            ),
+            start,
+            timeout,
+        )
 
 
 @pytest.fixture
-async def monitored(pcscd: PrivatePcscd) -> AsyncIterator[tuple[PcscReaderBackend, Recorder]]:
+async def monitored(pcscd: PrivatePcscd) -> AsyncIterator[tuple[PcscReaderBackend, BackendEvents]]:
     pcscd.start()  # a previous test may have stopped it
-    recorder = Recorder()
+    recorder = BackendEvents()
     config = PcscConfig(reconnect_initial_delay=0.05, reconnect_max_delay=0.2)
     backend = PcscReaderBackend(config, PcscCardSession.open)
     backend.start(recorder)
@@ -82,13 +63,13 @@ async def monitored(pcscd: PrivatePcscd) -> AsyncIterator[tuple[PcscReaderBacken
 
 
 async def test_readers_are_reported_at_start_and_the_service_is_ok(
-    pcscd: PrivatePcscd, monitored: tuple[PcscReaderBackend, Recorder]
+    pcscd: PrivatePcscd, monitored: tuple[PcscReaderBackend, BackendEvents]
 ) -> None:
     _backend, recorder = monitored
-    await recorder.wait_for(ServiceStateChanged(PcscState.OK))
+    await recorder.wait_for_event(ServiceStateChanged(PcscState.OK))
     for reader in pcscd.readers:
-        await recorder.wait_for(ReaderAdded(reader))
-        await recorder.wait_for(ReaderStateChanged(reader, ReaderState.EMPTY))
+        await recorder.wait_for_event(ReaderAdded(reader))
+        await recorder.wait_for_event(ReaderStateChanged(reader, ReaderState.EMPTY))
 
 
 async def test_card_present_before_start_is_reported_as_inserted(
@@ -97,45 +78,45 @@ async def test_card_present_before_start_is_reported_as_inserted(
     card = vpcd_card(0)
     card.insert()
     assert card.seen.wait(TIMEOUT)
-    recorder = Recorder()
+    recorder = BackendEvents()
     backend = PcscReaderBackend(PcscConfig(), PcscCardSession.open)
     backend.start(recorder)
     try:
-        await recorder.wait_for(CardInserted(pcscd.readers[0], card.card.atr))
+        await recorder.wait_for_event(CardInserted(pcscd.readers[0], card.card.atr))
     finally:
         backend.stop()
 
 
 async def test_insert_and_remove_in_two_readers(
     pcscd: PrivatePcscd,
-    monitored: tuple[PcscReaderBackend, Recorder],
+    monitored: tuple[PcscReaderBackend, BackendEvents],
     vpcd_card: Callable[..., VpcdCard],
 ) -> None:
     _backend, recorder = monitored
     first, second = pcscd.readers
-    await recorder.wait_for(ReaderStateChanged(second, ReaderState.EMPTY))
+    await recorder.wait_for_event(ReaderStateChanged(second, ReaderState.EMPTY))
     card_a, card_b = vpcd_card(0), vpcd_card(1)
     card_a.insert()
     card_b.insert()
-    await recorder.wait_for(CardInserted(first, card_a.card.atr))
-    await recorder.wait_for(CardInserted(second, card_b.card.atr))
-    mark = len(recorder.events)
+    await recorder.wait_for_event(CardInserted(first, card_a.card.atr))
+    await recorder.wait_for_event(CardInserted(second, card_b.card.atr))
+    mark = recorder.mark()
     card_a.remove()
-    await recorder.wait_for(CardRemoved(first))
-    assert CardRemoved(second) not in recorder.after(mark)
+    await recorder.wait_for_event(CardRemoved(first))
+    assert CardRemoved(second) not in recorder.items[mark:]
     card_b.remove()
-    await recorder.wait_for(CardRemoved(second))
+    await recorder.wait_for_event(CardRemoved(second))
 
 
 async def test_a_connected_session_reads_the_card_in_shared_mode(
     pcscd: PrivatePcscd,
-    monitored: tuple[PcscReaderBackend, Recorder],
+    monitored: tuple[PcscReaderBackend, BackendEvents],
     vpcd_card: Callable[..., VpcdCard],
 ) -> None:
     backend, recorder = monitored
     card = vpcd_card(0)
     card.insert()
-    await recorder.wait_for(CardInserted(pcscd.readers[0], card.card.atr))
+    await recorder.wait_for_event(CardInserted(pcscd.readers[0], card.card.atr))
 
     def two_sessions() -> tuple[bytes, bytes]:
         # Shared mode: a second PC/SC user can connect while we hold a session.
@@ -153,27 +134,27 @@ async def test_a_connected_session_reads_the_card_in_shared_mode(
 
 async def test_pcscd_restart_reports_service_loss_and_brings_cards_back(
     pcscd: PrivatePcscd,
-    monitored: tuple[PcscReaderBackend, Recorder],
+    monitored: tuple[PcscReaderBackend, BackendEvents],
     vpcd_card: Callable[..., VpcdCard],
 ) -> None:
     _backend, recorder = monitored
     reader = pcscd.readers[0]
     card = vpcd_card(0)
     card.insert()
-    await recorder.wait_for(CardInserted(reader, card.card.atr))
-    mark = len(recorder.events)
+    await recorder.wait_for_event(CardInserted(reader, card.card.atr))
+    mark = recorder.mark()
     pcscd.kill()
     unavailable = ServiceStateChanged(PcscState.SERVICE_UNAVAILABLE)
-    lost = await recorder.wait_for(unavailable, start=mark)
-    gone = recorder.events[mark : lost + 1]
+    lost = await recorder.wait_for_event(unavailable, start=mark)
+    gone = recorder.items[mark : lost + 1]
     assert CardRemoved(reader) in gone
     assert {ReaderRemoved(name) for name in pcscd.readers} <= set(gone)
     pcscd.start()
     card.remove()  # vpcd's side of the old connection died with pcscd: plug in again
     card.insert()
-    back = await recorder.wait_for(ServiceStateChanged(PcscState.OK), start=lost)
-    await recorder.wait_for(ReaderAdded(reader), start=back)
-    await recorder.wait_for(CardInserted(reader, card.card.atr), start=back)
+    back = await recorder.wait_for_event(ServiceStateChanged(PcscState.OK), start=lost)
+    await recorder.wait_for_event(ReaderAdded(reader), start=back)
+    await recorder.wait_for_event(CardInserted(reader, card.card.atr), start=back)
 
 
 async def test_pcscd_absent_is_reported_and_stop_interrupts_the_back_off(
@@ -181,11 +162,11 @@ async def test_pcscd_absent_is_reported_and_stop_interrupts_the_back_off(
 ) -> None:
     pcscd.stop()
     try:
-        recorder = Recorder()
+        recorder = BackendEvents()
         config = PcscConfig(reconnect_initial_delay=30.0, reconnect_max_delay=60.0)
         backend = PcscReaderBackend(config, PcscCardSession.open)
         backend.start(recorder)
-        await recorder.wait_for(ServiceStateChanged(PcscState.SERVICE_UNAVAILABLE))
+        await recorder.wait_for_event(ServiceStateChanged(PcscState.SERVICE_UNAVAILABLE))
         started = time.monotonic()
         backend.stop()  # the monitor is in a 30 s back-off wait: stop must not wait it out
         assert time.monotonic() - started < 1.0
@@ -195,21 +176,21 @@ async def test_pcscd_absent_is_reported_and_stop_interrupts_the_back_off(
 
 async def test_stop_ends_the_blocking_wait_promptly_and_silences_events(
     pcscd: PrivatePcscd,
-    monitored: tuple[PcscReaderBackend, Recorder],
+    monitored: tuple[PcscReaderBackend, BackendEvents],
     vpcd_card: Callable[..., VpcdCard],
 ) -> None:
     backend, recorder = monitored
-    await recorder.wait_for(ReaderStateChanged(pcscd.readers[1], ReaderState.EMPTY))
+    await recorder.wait_for_event(ReaderStateChanged(pcscd.readers[1], ReaderState.EMPTY))
     started = time.monotonic()
     backend.stop()
     assert time.monotonic() - started < 1.0
-    count = len(recorder.events)
+    count = len(recorder.items)
     card = vpcd_card(1)
     card.insert()
     assert card.seen.wait(TIMEOUT)
     # pcscd has seen the card; give its state change time to reach a (dead) monitor.
     await asyncio.sleep(0.5)
-    assert len(recorder.events) == count
+    assert len(recorder.items) == count
 
 
 def _context_switches(thread_id: int) -> int:
@@ -220,13 +201,13 @@ def _context_switches(thread_id: int) -> int:
 
 async def test_monitor_thread_does_not_wake_up_while_idle_with_a_card_in(
     pcscd: PrivatePcscd,
-    monitored: tuple[PcscReaderBackend, Recorder],
+    monitored: tuple[PcscReaderBackend, BackendEvents],
     vpcd_card: Callable[..., VpcdCard],
 ) -> None:
     backend, recorder = monitored
     card = vpcd_card(0)
     card.insert()
-    await recorder.wait_for(CardInserted(pcscd.readers[0], card.card.atr))
+    await recorder.wait_for_event(CardInserted(pcscd.readers[0], card.card.atr))
     monitor = backend._monitor
     assert monitor is not None and monitor._thread is not None
     thread_id = monitor._thread.native_id

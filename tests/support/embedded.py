@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,41 +28,23 @@ from escd.daemon import Daemon
 from escd.dbus_service.names import BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, TOKEN_INTERFACE
 from escd.sim.card import SimulatedCard
 from escd.sim.reader import SimReaderBackend
+from tests.support.recorder import TIMEOUT, Recorder
 
-TIMEOUT = 5.0
 
-
-class Signals:
+class Signals(Recorder[Message]):
     """Every signal escd sends, recorded on a client connection of its own."""
 
     def __init__(self, client: EscdClient) -> None:
-        self.messages: list[Message] = []
-        self._changed = asyncio.Condition()
+        super().__init__()
         client.bus.add_message_handler(self._handle)
 
     def _handle(self, message: Message) -> None:
         if message.message_type is MessageType.SIGNAL:
-            self.messages.append(message)
-            asyncio.get_running_loop().create_task(self._notify())
+            self.add(message)
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait_for(
-        self, match: Callable[[Message], bool], start: int = 0, timeout: float = TIMEOUT
-    ) -> Message:
-        def found() -> Message | None:
-            return next((m for m in self.messages[start:] if match(m)), None)
-
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: found() is not None)
-        message = found()
-        assert message is not None
-        return message
-
-    def mark(self) -> int:
-        return len(self.messages)
+    @property
+    def messages(self) -> list[Message]:
+        return self.items
 
     def suggestions(self, start: int = 0) -> list[tuple[str, int]]:
         return [

@@ -12,8 +12,6 @@ are fakes of external services, never of escd's own code.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -24,6 +22,7 @@ from dbus_fast.constants import NameFlag, RequestNameReply
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
 
 from escd.dbus_service.variants import DBusStrList, DBusVarDict, DBusVoid
+from tests.support.recorder import Recorder
 
 DBusNotifyArgs = Annotated[list[Any], DBusSignature("us")]
 DBusClosedArgs = Annotated[list[Any], DBusSignature("uu")]
@@ -42,35 +41,6 @@ class Notification:
     actions: list[str]
     hints: dict[str, Any]
     expire_timeout: int
-
-
-class _Recorder:
-    """A list that can be awaited for an item matching a predicate."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self._changed = asyncio.Condition()
-
-    def add(self, item: Any) -> None:
-        self.items.append(item)
-        asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait_for(
-        self, match: Callable[[Any], bool], start: int = 0, timeout: float = 5.0
-    ) -> Any:
-        def found() -> Any:
-            return next((item for item in self.items[start:] if match(item)), None)
-
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: found() is not None)
-        return found()
-
-    def mark(self) -> int:
-        return len(self.items)
 
 
 class _NotificationsInterface(ServiceInterface):
@@ -132,7 +102,7 @@ class FakeNotifications:
     """A notification server on its own bus connection."""
 
     capabilities: tuple[str, ...] = ("actions", "body")
-    notifications: _Recorder = field(default_factory=_Recorder)
+    notifications: Recorder[Notification] = field(default_factory=Recorder)
     bus: MessageBus | None = None
     _ids: int = 0
 
@@ -188,7 +158,7 @@ class FakeApplication:
     """A D-Bus activatable desktop application named ``name``."""
 
     name: str
-    calls: _Recorder = field(default_factory=_Recorder)
+    calls: Recorder[Any] = field(default_factory=Recorder)
     bus: MessageBus | None = None
 
     async def start(self) -> FakeApplication:
