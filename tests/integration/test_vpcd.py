@@ -12,11 +12,10 @@ from smartcard import scard
 from escd.sim.card import SimulatedCard, blank_card, enrolled_card, formatted_card
 from escd.sim.pcscd import PrivatePcscd
 from escd.sim.vpcd import VpcdCard
+from tests.support.pcsc import wait_for_reader_state
 
 H = bytes.fromhex
 SELECT_COOLKEY = H("00A4040007627601FF000000")
-#: pcscd polls vpcd slots every 400 ms (test-environment P5): wait for events this long.
-EVENT_TIMEOUT_MS = 5000
 
 
 @pytest.fixture
@@ -25,21 +24,6 @@ def context(pcscd: PrivatePcscd) -> Iterator[int]:
     assert hresult == scard.SCARD_S_SUCCESS
     yield ctx
     scard.SCardReleaseContext(ctx)
-
-
-def _wait_for(ctx: int, reader: str, wanted: int) -> bytes:
-    """Block in SCardGetStatusChange until ``wanted`` is set for ``reader``; its ATR."""
-    deadline = time.monotonic() + EVENT_TIMEOUT_MS / 1000
-    current = scard.SCARD_STATE_UNAWARE
-    while True:
-        remaining = max(int((deadline - time.monotonic()) * 1000), 0)
-        hresult, states = scard.SCardGetStatusChange(ctx, remaining, [(reader, current)])
-        assert hresult == scard.SCARD_S_SUCCESS, scard.SCardGetErrorMessage(hresult)
-        _, event_state, atr = states[0]
-        # pcsc-lite keeps an event counter in the high 16 bits (test-environment §3).
-        if event_state & wanted:
-            return bytes(atr)
-        current = event_state & ~scard.SCARD_STATE_CHANGED
 
 
 def _connect(ctx: int, reader: str) -> int:
@@ -66,24 +50,24 @@ def plugged(pcscd: PrivatePcscd, context: int) -> Iterator[list[VpcdCard]]:
         if vpcd.inserted:
             vpcd.remove()
     for reader in pcscd.readers:
-        _wait_for(context, reader, scard.SCARD_STATE_EMPTY)
+        wait_for_reader_state(context, reader, scard.SCARD_STATE_EMPTY)
 
 
 def test_inserted_card_is_seen_answers_and_its_removal_is_seen(
     pcscd: PrivatePcscd, context: int, plugged: list[VpcdCard]
 ) -> None:
     reader = pcscd.readers[0]
-    _wait_for(context, reader, scard.SCARD_STATE_EMPTY)
+    wait_for_reader_state(context, reader, scard.SCARD_STATE_EMPTY)
     vpcd = VpcdCard(SimulatedCard(formatted_card()), pcscd.port_for(0))
     plugged.append(vpcd)
     vpcd.insert()
-    assert _wait_for(context, reader, scard.SCARD_STATE_PRESENT) == vpcd.card.atr
+    assert wait_for_reader_state(context, reader, scard.SCARD_STATE_PRESENT) == vpcd.card.atr
     card = _connect(context, reader)
     assert _transmit(card, SELECT_COOLKEY) == H("9000")
     assert _transmit(card, H("B0F2000004")) == H("070001019000")
     assert _transmit(card, H("B03C010000")) == H("6D00")
     vpcd.remove()
-    _wait_for(context, reader, scard.SCARD_STATE_EMPTY)
+    wait_for_reader_state(context, reader, scard.SCARD_STATE_EMPTY)
     hresult, _ = scard.SCardTransmit(card, scard.SCARD_PCI_T0, list(SELECT_COOLKEY))
     assert hresult != scard.SCARD_S_SUCCESS
     scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
@@ -100,7 +84,7 @@ def test_two_cards_in_the_two_readers_at_once(
         vpcd.insert()
     cards = []
     for reader in pcscd.readers:
-        _wait_for(context, reader, scard.SCARD_STATE_PRESENT)
+        wait_for_reader_state(context, reader, scard.SCARD_STATE_PRESENT)
         cards.append(_connect(context, reader))
     for card, cuid, select in zip(cards, cuids, (H("6A82"), H("9000")), strict=True):
         assert _transmit(card, SELECT_COOLKEY) == select
@@ -119,7 +103,7 @@ def test_reset_and_power_cycle_through_pcscd_clear_the_login(
     vpcd = VpcdCard(SimulatedCard(enrolled_card(key_bits=1024, pin="1234")), pcscd.port_for(1))
     plugged.append(vpcd)
     vpcd.insert()
-    _wait_for(context, reader, scard.SCARD_STATE_PRESENT)
+    wait_for_reader_state(context, reader, scard.SCARD_STATE_PRESENT)
     card = _connect(context, reader)
     assert _transmit(card, SELECT_COOLKEY) == H("9000")
     assert len(_transmit(card, H("B04200000431323334"))) == 10
@@ -148,7 +132,7 @@ def test_a_hundred_apdus_take_well_under_a_second(
     vpcd = VpcdCard(SimulatedCard(formatted_card()), pcscd.port_for(0))
     plugged.append(vpcd)
     vpcd.insert()
-    _wait_for(context, reader, scard.SCARD_STATE_PRESENT)
+    wait_for_reader_state(context, reader, scard.SCARD_STATE_PRESENT)
     card = _connect(context, reader)
     assert _transmit(card, SELECT_COOLKEY) == H("9000")
     started = time.perf_counter()

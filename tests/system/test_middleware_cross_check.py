@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -25,10 +24,10 @@ from escd.sim.card import SimulatedCard, enrolled_card, formatted_card
 from escd.sim.pcscd import PrivatePcscd
 from escd.sim.state import CardState
 from escd.sim.vpcd import VpcdCard
+from tests.support.pcsc import wait_for_reader_state
 
 SUBJECT = "CN=Cross Check User,O=Example Org"
 PIN = "2468"
-EVENT_TIMEOUT_MS = 5000
 OPENSC_DEFAULT = Path("/usr/lib/x86_64-linux-gnu/pkcs11/opensc-pkcs11.so")
 COOLKEY_DEFAULT = Path("/usr/lib/pkcs11/libcoolkeypk11.so")
 
@@ -71,15 +70,7 @@ def _wait_for(reader: str, wanted: int) -> None:
     hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
     assert hresult == scard.SCARD_S_SUCCESS
     try:
-        deadline = time.monotonic() + EVENT_TIMEOUT_MS / 1000
-        current = scard.SCARD_STATE_UNAWARE
-        while True:
-            remaining = max(int((deadline - time.monotonic()) * 1000), 0)
-            hresult, states = scard.SCardGetStatusChange(context, remaining, [(reader, current)])
-            assert hresult == scard.SCARD_S_SUCCESS, scard.SCardGetErrorMessage(hresult)
-            if states[0][1] & wanted:
-                return
-            current = states[0][1] & ~scard.SCARD_STATE_CHANGED
+        wait_for_reader_state(context, reader, wanted)
     finally:
         scard.SCardReleaseContext(context)
 
