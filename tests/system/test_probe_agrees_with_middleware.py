@@ -42,9 +42,9 @@ def probe_json(pcscd: PrivatePcscd) -> list[dict[str, object]]:
 @pytest.mark.parametrize("middleware", list(MODULES))
 def test_probe_reports_the_certificate_the_middleware_reads(
     pcscd: PrivatePcscd,
-    plug: Plug,
+    plug: Plug,  # noqa: F811 - the fixture imported above
     middleware: str,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     module = MODULES[middleware]()
     plug(enrolled_card(cuid=os.urandom(10), subject=SUBJECT, key_bits=1024))
