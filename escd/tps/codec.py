@@ -32,6 +32,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from urllib.parse import unquote_to_bytes
 
 from escd.errors import LocalTpsProtocolError, RemoteTpsProtocolError
 from escd.log import REDACTED, Secret, describe_apdu, describe_response
@@ -62,66 +63,58 @@ from escd.tps.messages import (
 
 _ALNUM = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _JAVA_SAFE = _ALNUM | frozenset(b".*_-")
-_HEX = frozenset(b"0123456789ABCDEFabcdef")
 #: Characters a raw (unencoded) value must not contain: they would end the value or the
 #: pair, or be decoded by the legacy TPS but not by the Java one (§2.3.11).
 _RAW_FORBIDDEN = frozenset("&=%+")
 _MAX_NUMBER = 999_999_999
 _RESERVED_KEYS = frozenset({"s", "msg_type"})
 _PARAMETER_KEY = re.compile(r"required_parameter([0-9]{1,6})")
+#: A '%' not followed by two hex digits (every '%' starts an escape in all three forms).
+_BROKEN_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 # -- the three encodings (§1.4) ------------------------------------------------------------
 
 
+def _form(safe: frozenset[int]) -> tuple[str, ...]:
+    # Every byte's text, looked up per byte: a card response or APDU is hundreds of bytes
+    # in every TOKEN_PDU message, so no per-byte formatting.
+    return tuple(
+        chr(byte) if byte in safe else "+" if byte == 0x20 else f"%{byte:02X}"
+        for byte in range(256)
+    )
+
+
+_ESC_FORM = _form(_ALNUM)
+_JAVA_FORM = _form(_JAVA_SAFE)
+
+
 def esc_encode(data: bytes) -> str:
     """ESC-form: ``[A-Za-z0-9]`` literal, space as ``+``, every other byte ``%XX`` upper case."""
-    out: list[str] = []
-    for byte in data:
-        if byte in _ALNUM:
-            out.append(chr(byte))
-        elif byte == 0x20:
-            out.append("+")
-        else:
-            out.append(f"%{byte:02X}")
-    return "".join(out)
+    return "".join([_ESC_FORM[byte] for byte in data])
 
 
 def hex_encode(data: bytes) -> str:
     """Hex-form: every byte as ``%XX`` upper case, alphanumerics included (Java ``pdu_data``)."""
-    return "".join(f"%{byte:02X}" for byte in data)
+    return "%" + data.hex("%").upper() if data else ""
 
 
 def java_urlencode(text: str) -> str:
     """Java ``URLEncoder.encode(text, "UTF-8")``: ``[A-Za-z0-9.*_-]`` literal, space ``+``."""
-    out: list[str] = []
-    for byte in text.encode("utf-8"):
-        if byte in _JAVA_SAFE:
-            out.append(chr(byte))
-        elif byte == 0x20:
-            out.append("+")
-        else:
-            out.append(f"%{byte:02X}")
-    return "".join(out)
+    return "".join([_JAVA_FORM[byte] for byte in text.encode("utf-8")])
 
 
 def percent_decode(text: str, what: str) -> bytes:
     """Undo any of the three encodings: ``+`` is space, ``%XY`` a byte in either hex case."""
-    out = bytearray()
     raw = text.encode("ascii")
-    index = 0
-    while index < len(raw):
-        byte = raw[index]
-        if byte == 0x25:  # '%'
-            pair = raw[index + 1 : index + 3]
-            if len(pair) != 2 or not all(digit in _HEX for digit in pair):
-                raise RemoteTpsProtocolError(f"{what}: '%' is not followed by two hex digits")
-            out.append(int(pair, 16))
-            index += 3
-            continue
-        out.append(0x20 if byte == 0x2B else byte)
-        index += 1
-    return bytes(out)
+    if _BROKEN_ESCAPE.search(raw):
+        raise RemoteTpsProtocolError(f"{what}: '%' is not followed by two hex digits")
+    escapes = raw.count(b"%")
+    if escapes * 3 == len(raw):
+        # Hex-form, every byte escaped (TOKEN_PDU_REQUEST's APDUs): one C call.
+        return bytes.fromhex(raw.replace(b"%", b"").decode("ascii"))
+    # '+' becomes a space before the escapes are undone, so "%2B" stays a '+'.
+    return unquote_to_bytes(raw.replace(b"+", b" "))
 
 
 def _decode_text(text: str, what: str) -> str:

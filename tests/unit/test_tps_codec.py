@@ -275,6 +275,36 @@ def test_percent_decode_rejects_broken_escapes(text: str) -> None:
         percent_decode(text, "field")
 
 
+def _decode_byte_by_byte(text: str) -> bytes | None:
+    """The reading §1.4 describes, one byte at a time; None where it is broken."""
+    out = bytearray()
+    raw = text.encode("ascii")
+    index = 0
+    while index < len(raw):
+        if raw[index] == 0x25:  # '%'
+            pair = raw[index + 1 : index + 3]
+            if len(pair) != 2 or not all(digit in b"0123456789ABCDEFabcdef" for digit in pair):
+                return None
+            out.append(int(pair, 16))
+            index += 3
+        else:
+            out.append(0x20 if raw[index] == 0x2B else raw[index])
+            index += 1
+    return bytes(out)
+
+
+@pytest.mark.parametrize("text", ["", "%  ", "% 41", "+%2B+", "%4a%4A", "%41%", "a%2", "%%41"])
+@given(st.text(alphabet="%+ 0123456789abcdefABCDEFGg&=", max_size=40))
+def test_percent_decode_reads_byte_by_byte(text: str, more: str) -> None:
+    for candidate in (text, more, text + more):
+        expected = _decode_byte_by_byte(candidate)
+        if expected is None:
+            with pytest.raises(RemoteTpsProtocolError):
+                percent_decode(candidate, "field")
+        else:
+            assert percent_decode(candidate, "field") == expected
+
+
 @given(st.binary(max_size=200))
 def test_every_encoding_decodes_back(data: bytes) -> None:
     assert percent_decode(esc_encode(data), "x") == data
