@@ -2,8 +2,9 @@
 """Answer-to-reset parsing (ISO 7816-3 §8) and the ATRs known to carry CoolKey tokens.
 
 Owns the ATR layout (TS, T0, interface bytes, historical bytes, TCK) and the table of
-coolkey-card.md §5. The ATR is informational for escd: the state of a token comes from
-its APDU answers (§3.4), never from its ATR, so nothing here decides a state.
+ATRs known on CoolKey tokens (CoolKey slot.cpp, ATR..ATR3). The ATR is informational for
+escd: the state of a token comes from its APDU answers (``escd.card.identify``), never
+from its ATR, so nothing here decides a state.
 
 Pure: no I/O, no logging. A structurally broken ATR raises ``MalformedResponseError``;
 a wrong TCK does not (``tck_valid`` says so), as pcscd has already accepted the card.
@@ -74,7 +75,7 @@ class Atr:
 
     @property
     def hex(self) -> str:
-        """Upper-case hex without separators, as ESC sends ``tokenATR`` (§5)."""
+        """Upper-case hex without separators, as ESC sends ``tokenATR`` (ESC CoolKeyHandler.cpp)."""
         return self.raw.hex().upper()
 
     @classmethod
@@ -134,7 +135,7 @@ class KnownAtr:
     coolkey_forced: bool = False
 
 
-#: The production CoolKey ATR; the simulator uses it (§0 item 10, §5).
+#: The production CoolKey ATR (ATR3 in CoolKey slot.cpp); the simulator uses it.
 COOLKEY_ATR = bytes.fromhex("3B76940000FF6276010000")
 
 KNOWN_ATRS: tuple[KnownAtr, ...] = (

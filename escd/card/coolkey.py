@@ -1,15 +1,16 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The CoolKey applet and the GlobalPlatform card manager, as far as escd reads them.
 
-Owns the command builders and response parsers of coolkey-card.md §1–§2 (SELECT, CPLC,
-GET LIFE CYCLE, GET STATUS, GET BUILD ID, GET ISSUER INFO, LIST OBJECTS, READ OBJECT,
-LIST PINS, GET PIN REMAINING TRIES, VERIFY PIN) and ``CoolKeySession``, which speaks them
-over any ``CardConnection``.
+Owns the command builders and response parsers (SELECT, CPLC, GET LIFE CYCLE, GET
+STATUS, GET BUILD ID, GET ISSUER INFO, LIST OBJECTS, READ OBJECT, LIST PINS, GET PIN
+REMAINING TRIES, VERIFY PIN) and ``CoolKeySession``, which speaks them over any
+``CardConnection``. The commands are those of the CoolKey applet (CoolKey
+CardEdge.java) as libckyapplet sends them (CoolKey cky_applet.c, cky_factory.c).
 
 Pure: no I/O of its own and no logging; the connection it is given does the exchange.
-Parsers check lengths exactly (libckyapplet does, §2.0) and raise only
-``MalformedResponseError``; a status word other than 9000 is an ``ApduError``. The
-secure-channel (CLA 84) commands belong to the TPS and the simulator, not here.
+Parsers check lengths exactly (as libckyapplet's ``CKYApplet_VerifyResponse`` does) and
+raise only ``MalformedResponseError``; a status word other than 9000 is an ``ApduError``.
+The secure-channel (CLA 84) commands belong to the TPS and the simulator, not here.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from escd.log import Secret
 
 
 class Aid(bytes, Enum):
-    """Application identifiers escd selects (§1)."""
+    """Application identifiers escd selects."""
 
     COOLKEY = bytes.fromhex("627601FF000000")
     CARD_MANAGER = bytes.fromhex("A0000000030000")
@@ -88,7 +89,8 @@ STATUS_LENGTH = 16
 BUILD_ID_LENGTH = 4
 ISSUER_INFO_LENGTH = 224
 NONCE_LENGTH = 8
-#: Eight zero bytes authenticate the anonymous identity (``verifySecureNonce``, §2.0).
+#: Eight zero bytes authenticate the anonymous identity (CoolKey CardEdge.java,
+#: ``verifySecureNonce``).
 ZERO_NONCE = bytes(NONCE_LENGTH)
 #: One READ OBJECT answers at most 255 bytes (``sendData``); libcoolkeypk11 reads 255.
 MAX_READ_CHUNK = 255
@@ -171,7 +173,10 @@ def list_pins() -> CommandApdu:
 
 
 def get_pin_tries(pin_number: int = USER_PIN) -> CommandApdu:
-    """``B0 4A <pin> 00 01``; only some applets have it (§2.12)."""
+    """``B0 4A <pin> 00 01``; only some applets have it.
+
+    It is in CoolKey's CardEdge.java; libckyapplet, ESC and OpenSC never send it.
+    """
     return CommandApdu(Cla.COOLKEY, Ins.GET_PIN_TRIES, pin_number, 0, le=1)
 
 
@@ -185,7 +190,10 @@ def verify_pin(pin: Secret, pin_number: int = USER_PIN) -> CommandApdu:
 
 @dataclass(frozen=True, slots=True)
 class Cplc:
-    """The 45-byte CPLC answer (tag, length, 42 bytes of data; §2.1)."""
+    """The 45-byte CPLC answer: tag, length, 42 bytes of data.
+
+    Layout as libckyapplet reads it (CoolKey cky_applet.c, ``ckyAppletFill_GetCPLCData``).
+    """
 
     raw: bytes
 
@@ -249,7 +257,10 @@ class Cplc:
 
 @dataclass(frozen=True, slots=True)
 class LifeCycleInfo:
-    """GET LIFE CYCLE: life cycle, PIN byte, applet protocol version (§2.2)."""
+    """GET LIFE CYCLE: life cycle, PIN byte, applet protocol version.
+
+    The 4-byte answer of CoolKey CardEdge.java, ``getLifeCycle``.
+    """
 
     life_cycle: int
     pin_count: int
@@ -267,7 +278,11 @@ class LifeCycleInfo:
 
     @property
     def personalized(self) -> bool:
-        """ESC's only test: life cycle exactly 0x0F is CKF_TOKEN_INITIALIZED (§3.1)."""
+        """ESC's only test: life cycle exactly 0x0F is CKF_TOKEN_INITIALIZED.
+
+        libcoolkeypk11 sets the flag on that value alone (CoolKey slot.cpp,
+        ``connectToToken``); ESC looks at nothing else (ESC CoolKeyHandler.cpp, MapGetFlags).
+        """
         return self.life_cycle == LifeCycle.PERSONALIZED
 
     @property
@@ -277,7 +292,7 @@ class LifeCycleInfo:
 
 @dataclass(frozen=True, slots=True)
 class AppletStatus:
-    """GET STATUS, 16 bytes (§2.3)."""
+    """GET STATUS, 16 bytes (CoolKey CardEdge.java, ``GetStatus``)."""
 
     protocol_major: int
     protocol_minor: int
@@ -333,7 +348,10 @@ def parse_build_id(data: bytes) -> int:
 
 @dataclass(frozen=True, slots=True)
 class IssuerInfo:
-    """The 224-byte issuer info blob and the Phone Home URL in it (§2.5)."""
+    """The 224-byte issuer info blob and the Phone Home URL in it.
+
+    ESC reads the URL from it (ESC CoolKey.cpp, ``CoolKeyGetIssuerInfo``).
+    """
 
     raw: bytes
 
@@ -356,8 +374,9 @@ class IssuerInfo:
         """The text up to the first NUL, as ESC's ``strcpy`` reads it; "" when none.
 
         Decision: only printable ASCII (0x20–0x7E) is taken for a URL. Factory applets
-        may hold install-time bytes here (§7 item 7); anything that is not printable
-        ASCII is not a URL, and ESC would only have failed to phone home with it.
+        may hold install-time bytes here (the CardEdge constructor takes them from its
+        install parameters); anything that is not printable ASCII is not a URL, and ESC
+        would only have failed to phone home with it.
         Surrounding spaces are dropped.
         """
         text = self.raw.split(b"\x00", 1)[0]

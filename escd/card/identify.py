@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Token identification: what is this card, in ESC's terms (coolkey-card.md §3.4).
+"""Token identification: what is this card, in ESC's terms.
 
 Owns the rule that turns card answers into a ``TokenInfo``: SELECT the CoolKey applet;
 without it, a card manager with a CPLC makes ``NO_APPLET`` and anything else
@@ -81,7 +81,7 @@ def identify(connection: CardConnection, reader: str) -> TokenInfo:
     life = _attempt(session.read_life_cycle)
     if isinstance(life, CardError):
         # Something answers the CoolKey AID but not its protocol: ESC says AppletNotFound,
-        # escd keeps it apart as UNKNOWN (§3.4 step 3).
+        # escd keeps it apart as UNKNOWN.
         outcome.update(applet=AppletKind.OTHER)
         outcome.problems.append(f"the applet does not answer GET LIFE CYCLE ({life.message})")
         _read_cuid(session, outcome, reselect=False)
@@ -89,7 +89,8 @@ def identify(connection: CardConnection, reader: str) -> TokenInfo:
 
     outcome.update(life_cycle=life.life_cycle, applet_version=life.protocol_version)
     if life.protocol_major < 1:
-        # Pre-1.0 (MUSCLE-era) applets: ESC's HAS_APPLET needs firmware major >= 1 (§3.1).
+        # Pre-1.0 (MUSCLE-era) applets: ESC's HAS_APPLET needs firmware major >= 1 (ESC
+        # CoolKeyHandler.cpp, MapGetFlags).
         outcome.update(state=TokenState.NO_APPLET, applet=AppletKind.OTHER)
         outcome.problems.append(
             f"applet protocol {life.protocol_major}.{life.protocol_minor} is older than 1.0"
@@ -136,7 +137,8 @@ def _read_details(session: CoolKeySession, outcome: _Outcome) -> None:
         outcome.problems.append(f"GET ISSUER INFO failed ({issuer.message})")
     else:
         outcome.update(phone_home_url=issuer.phone_home_url)
-    # GET PIN REMAINING TRIES is optional (§2.12): no answer means "unknown", not a fault.
+    # GET PIN REMAINING TRIES is optional (only CoolKey's CardEdge.java has it): no answer
+    # means "unknown", not a fault.
     tries = _attempt(session.read_pin_tries)
     if isinstance(tries, int):
         outcome.update(pin_tries_left=tries)
@@ -217,7 +219,7 @@ def _certificate_infos(
 def _read_cuid(
     session: CoolKeySession, outcome: _Outcome, *, reselect: bool, z0_cuid: bytes | None = None
 ) -> None:
-    """CUID and MSN from the CPLC; the ``z0`` header's CUID when there is no CPLC (§3.4)."""
+    """CUID and MSN from the CPLC; the ``z0`` header's CUID when there is no CPLC."""
     cplc = _attempt(session.read_cplc)
     if reselect:
         # Leave the applet selected for whoever uses the card next, as libckyapplet does.

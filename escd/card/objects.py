@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The CoolKey object model: object IDs, v1 object records, the combined object ``z0``.
 
-Owns the byte formats of coolkey-card.md §4: 4-byte object IDs (``c0``, ``k1``, ``z0`` …),
+Owns the byte formats of the objects on a CoolKey token, as libcoolkeypk11 (CoolKey
+object.cpp, slot.cpp), OpenSC (card-coolkey.c) and Dogtag (PKCS11Obj.java) read and
+write them: 4-byte object IDs (``c0``, ``k1``, ``z0`` …),
 the v1 object record (ID, fixed-attribute word, typed attributes), the combined object
 ``z0`` (20-byte header, optional zlib, token name, records) in both directions, the
 14-byte LIST OBJECTS entry, a builder for the ``c<n>``/``k<2n+1>``/``k<2n>`` triples a
@@ -27,20 +29,23 @@ from escd.model import CertificateInfo
 
 OBJECT_ID_LENGTH = 4
 #: Object records are written by index character: libcoolkeypk11 reads '0'..'9' only,
-#: OpenSC also 'A'..'Z' (10..35) and 'a'..'z' (36..61) for key numbers (§4.1).
+#: OpenSC also 'A'..'Z' (10..35) and 'a'..'z' (36..61) for key numbers
+#: (CoolKey slot.h ``Slot::getObjectIndex``; OpenSC card-coolkey.c ``coolkey_get_key_id``).
 _INDEX_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 COMBINED_HEADER_LENGTH = 20
 COMBINED_FORMAT_VERSION = 0x0100
 CUID_LENGTH = 10
 #: libcoolkeypk11 reads the first 255 bytes of z0 in one READ OBJECT; a shorter z0 fails
-#: that read and the token falls back to separate objects, ignoring z0 (§3.2).
+#: that read and the token falls back to separate objects, ignoring z0
+#: (CoolKey slot.cpp, ``Slot::loadObjects``).
 MIN_COMBINED_OBJECT_SIZE = 255
 #: An inflated z0 larger than this is refused (no card holds that much; zip-bomb guard).
 MAX_INFLATED_SIZE = 1 << 20
 
 LIST_OBJECTS_ENTRY_LENGTH = 14
-#: ACLs the TPS writes on its objects: read by anyone, write/delete by the RA (§4.1).
+#: ACLs the TPS writes on its objects: read by anyone, write/delete by the RA
+#: (Dogtag TPSEnrollProcessor.java:1024-1028).
 ACL_ANYONE = 0xFFFF
 ACL_RA = 0x4000
 
@@ -62,7 +67,7 @@ def object_name(oid: bytes) -> str:
 
 
 def indexed_object_id(letter: str, index: int) -> bytes:
-    """``indexed_object_id("k", 3)`` → ``k3``; the index is one character (§4.1)."""
+    """``indexed_object_id("k", 3)`` → ``k3``; the index is one character."""
     if len(letter) != 1 or not 0 <= index < len(_INDEX_CHARS):
         raise ValueError(f"no object ID for {letter!r} index {index}")
     return object_id(letter + _INDEX_CHARS[index])
@@ -91,7 +96,11 @@ class ObjectClass(IntEnum):
 
 
 class FixedFlag(IntFlag):
-    """The boolean attributes in bits 7–23 of the fixed-attribute word (§4.2)."""
+    """The boolean attributes in bits 7–23 of the fixed-attribute word.
+
+    As CoolKey object.cpp (``expandAttributes``) and OpenSC card-coolkey.c
+    (``coolkey_get_attribute_data_fixed``) expand it.
+    """
 
     TOKEN = 0x80
     PRIVATE = 0x100
@@ -114,7 +123,7 @@ class FixedFlag(IntFlag):
 
 @unique
 class AttributeType(IntEnum):
-    """The PKCS#11 attribute types that matter on a CoolKey token (§4.2)."""
+    """The PKCS#11 attribute types that matter on a CoolKey token."""
 
     CLASS = 0x000
     TOKEN = 0x001
@@ -227,7 +236,11 @@ class _Reader:
 
 @dataclass(frozen=True, slots=True)
 class ObjectRecord:
-    """A v1 object record: object ID, fixed-attribute word, attributes (§4.2)."""
+    """A v1 object record: object ID, fixed-attribute word, attributes.
+
+    CoolKey object.cpp ``PKCS11Object::parseNewObject``; OpenSC card-coolkey.c
+    ``coolkey_combined_object_header_t``.
+    """
 
     object_id: bytes
     fixed: FixedAttributes
@@ -459,7 +472,7 @@ def decode_combined_object(data: bytes) -> CombinedObject:
     count = reader.uint(2)
     name_length = reader.uint(1)
     name = reader.take(name_length)
-    # Both consumers refuse a token name that runs into the object area (§4.2).
+    # Both consumers refuse a token name that runs into the object area.
     if first_record < 5 + name_length:
         raise MalformedResponseError("z0 token name overlaps the object records")
     records = []
@@ -491,7 +504,7 @@ def _inflate(data: bytes) -> bytes:
 
 
 def decode_separate_object(data: bytes) -> ObjectRecord:
-    """Decode an object stored on its own (older tokens, §4.3): v1 or v0 record.
+    """Decode an object stored on its own (older tokens): v1 or v0 record.
 
     A v0 record's attributes are kept as byte strings: its integer encoding is
     ambiguous (libcoolkeypk11 and OpenSC disagree on byte order), so it is not guessed.
@@ -516,7 +529,7 @@ def decode_separate_object(data: bytes) -> ObjectRecord:
 
 @dataclass(frozen=True, slots=True)
 class ObjectEntry:
-    """One LIST OBJECTS answer: ID, size and the read/write/delete ACLs (§2.8)."""
+    """One LIST OBJECTS answer: ID, size and the read/write/delete ACLs."""
 
     object_id: bytes
     size: int
@@ -571,7 +584,8 @@ class TokenCertificate:
     key_bits: int = 2048
 
 
-#: Fixed words of the RSA triple that both OpenSC and libcoolkeypk11 accept (§4.5).
+#: Fixed words of the RSA triple that both OpenSC and libcoolkeypk11 accept
+#: (tests/system/test_middleware_cross_check.py checks it with both).
 CERTIFICATE_FLAGS = FixedFlag.TOKEN
 PUBLIC_KEY_FLAGS = (
     FixedFlag.TOKEN | FixedFlag.ENCRYPT | FixedFlag.WRAP | FixedFlag.VERIFY
@@ -590,9 +604,10 @@ def certificate_records(certificate: TokenCertificate) -> tuple[ObjectRecord, ..
     """``c<n>``, ``k<2n+1>`` (public), ``k<2n>`` (private), in the order a TPS writes them.
 
     The certificate comes first: libcoolkeypk11 matches each key's CKA_ID against a
-    certificate parsed earlier in the list and drops the whole token otherwise (§3.2).
+    certificate parsed earlier in the list and drops the whole token otherwise
+    (CoolKey slot.cpp, ``Slot::addKeyObject``).
     The label lives on the certificate only; the keys carry CKA_KEY_TYPE and
-    CKA_MODULUS_BITS, which neither consumer derives (§3.2, §4.5).
+    CKA_MODULUS_BITS, which neither consumer derives.
     """
     n = certificate.cert_id
     if not 0 <= n <= MAX_CERT_ID:
@@ -635,7 +650,7 @@ def build_token_objects(
 
     ``certificates`` holds ``TokenCertificate``s or ``(cert_id, label, der, key_bits)``
     tuples. Bump ``object_version`` whenever the content changes: libcoolkeypk11 caches
-    z0 by (CUID, object version) (§4.6).
+    z0 by (CUID, object version) (CoolKey slot.cpp, ``SlotMemSegment``).
     """
     records: list[ObjectRecord] = []
     seen: set[int] = set()

@@ -4,9 +4,10 @@
 Pure: this module defines the ``CardConnection`` protocol (raw bytes in, raw bytes out)
 and ``exchange``/``send``, which resolve ISO 7816-4 ``61xx`` with GET RESPONSE as
 libckyapplet and ESC do. ``6Cxx`` is returned unchanged: during a TPS session the server
-re-sends with the right Le itself (tps-server-flows §6). Implementations live at the
-edges (``escd.pcsc.connection``, ``escd.sim.reader``) and raise ``CardRemovedError`` or
-``CardError`` (never a foreign exception) when the exchange fails.
+re-sends with the right Le itself (Dogtag TPSProcessor.java, ``selectDefaultCardManager``
+and the GET DATA calls). Implementations live at the edges (``escd.pcsc.connection``,
+``escd.sim.reader``) and raise ``CardRemovedError`` or ``CardError`` (never a foreign
+exception) when the exchange fails.
 """
 
 from __future__ import annotations
