@@ -6,9 +6,10 @@ Pure: the policy table (``suggestion_for``) and the per-token rate limit
 (``LaunchLimiter``, clock injected). ``escd.launcher`` asks both on every insertion and
 does the launching; nothing here runs a process, talks D-Bus or reads the clock itself.
 
-The policy values are ``auto_launch.policy`` (specs: D-Bus API §4.2 ``AutoLaunchPolicy``,
-§4.4). A token escd could not read (``UNKNOWN``) is never suggested, whatever the policy:
-it may be any card at all, and nothing can be enrolled on a card that does not answer.
+The policy values are ``auto_launch.policy`` (``AutoLaunchPolicy`` and "Auto-launch" in
+docs/dbus-api.md). A token escd could not read (``UNKNOWN``) is never suggested,
+whatever the policy: it may be any card at all, and nothing can be enrolled on a card
+that does not answer.
 """
 
 from __future__ import annotations

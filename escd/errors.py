@@ -55,7 +55,8 @@ class EscdError(Exception):
     """Base of every error escd raises on purpose."""
 
     dbus_name: ClassVar[str] = ERROR_PREFIX + "Internal"
-    #: ESC's local status code for this condition, if ESC had one (tps-protocol §2.4).
+    #: ESC's local status code for this condition, if ESC had one (ESC CoolKeyHandler.h,
+    #: CoolKeyHandler.cpp).
     local_status: ClassVar[int | None] = None
 
     def __init__(self, message: str = "") -> None:

@@ -20,8 +20,9 @@ this order until one works:
    environment; its output and exit status are logged, and it is killed (with its
    process group) after ``auto_launch.command_timeout``;
 3. the enrollment UI URL from phone home, only with ``auto_launch.open_enrollment_ui``,
-   opened with ``gio open`` or ``xdg-open`` (tps-protocol §6.2: never blindly; only
-   http and https URLs, only when configured).
+   opened with ``gio open`` or ``xdg-open`` (never blindly: phone home is usually plain
+   http, so the URL may have been rewritten on the way; only http and https URLs, only
+   when configured).
 
 Must not: block the event loop, wait for a launch in the caller, put a secret into a
 command's environment or a log (there is none: CUIDs, states, reader names and URLs).

@@ -9,12 +9,13 @@ Three steps, the first two pure:
    reported with its line number and skipped, e.g. the ESC manual's misprinted
    ``pref("pref("esc.global.phone.home.url", …);");``.
 2. ``plan_import`` maps what ESC knew onto escd: global preferences onto config keys,
-   and the per-token ``<Name>-<keyID>`` preferences (tps-protocol §4.4) onto the token
-   store: ``keyIssuerUrl-<id>`` (its ``?cuid=`` query stripped) becomes the token's
-   remembered Phone Home URL, and ``keyIssuer``/``Operation``/``UI``/… become a cached
-   phone-home answer. Those are data ESC fetched, not settings anyone chose, so they are
-   imported as a cache entry with an unknown fetch time (refreshed at the next chance,
-   still used if the server is unreachable), never as admin values.
+   and the per-token ``<Name>-<keyID>`` preferences (ESC.js ``ConfigValueWithKeyID``,
+   rhCoolKey.cpp) onto the token store: ``keyIssuerUrl-<id>`` (its ``?cuid=`` query
+   stripped) becomes the token's remembered Phone Home URL, and
+   ``keyIssuer``/``Operation``/``UI``/… become a cached phone-home answer. Those are
+   data ESC fetched, not settings anyone chose, so they are imported as a cache entry
+   with an unknown fetch time (refreshed at the next chance, still used if the server
+   is unreachable), never as admin values.
 3. ``apply_import`` writes the plan, idempotently: running it twice changes nothing the
    second time, and it never overwrites what escd learned itself.
 
@@ -382,7 +383,7 @@ _NO_EQUIVALENT = {
     "esc.token.browser.established": "ESC's own bookkeeping, not a setting",
     "esc.ignore.token.browser.url": (
         "escd never opens phone-home URLs by itself unless auto_launch.open_enrolled_token_url "
-        "is set (tps-protocol §6.2); set it by hand if wanted"
+        "is set; set it by hand if wanted"
     ),
 }
 

@@ -2,7 +2,7 @@
 """The domain vocabulary: token states, operations, and what escd knows about a token.
 
 Pure data: frozen dataclasses and enums, no I/O. Enum values that cross D-Bus are the
-contract's integers (specs: D-Bus API §4.2).
+contract's integers (docs/dbus-api.md).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class PhoneHomeState(IntEnum):
 
 @unique
 class OperationType(IntEnum):
-    """TPS operation codes (BEGIN_OP ``operation``, tps-protocol §2.2)."""
+    """TPS operation codes (BEGIN_OP ``operation``; Dogtag TPSMessage.java, ESC
+    CoolKeyHandler.h)."""
 
     ENROLL = 1
     UNBLOCK = 2
