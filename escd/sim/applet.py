@@ -9,8 +9,8 @@ ending in 9C12, LIST KEYS ending in a bare 9000, wrong-length PINs not counted).
 
 Must not: do I/O or log (PINs and keys pass through here), or handle selection and
 secure-channel crypto (``escd.sim.gp``); the key-slot commands live in
-``escd.sim.applet_keys``. Status words come from coolkey-card §2 and
-tps-server-flows §1.2/§7.1; behaviour follows ``CardEdge.java`` (dogtagpki/coolkey).
+``escd.sim.applet_keys``. Status words and behaviour follow CoolKey's ``CardEdge.java``
+(dogtagpki/coolkey, ``applet/src/com/redhat/ckey/applet/``).
 """
 
 from __future__ import annotations

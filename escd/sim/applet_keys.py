@@ -4,8 +4,8 @@ enrollment proof), IMPORT KEY ENCRYPTED (a PKCS#8 pair wrapped by the TKS/KRA) a
 KEY SLOTS.
 
 Part of ``escd.sim.applet``, split out for size; same rules: no I/O, no logging (private
-keys pass through here), status words as ``CardEdge.java`` throws them
-(tps-server-flows §1.2 rows 23, 27, 28 and §7.1).
+keys pass through here), status words as CoolKey's ``CardEdge.java`` throws them
+(``startEnrollment``, ``importKeyEncrypted``, ``clearKeySlots``).
 """
 
 from __future__ import annotations
@@ -159,7 +159,8 @@ class KeyCommands:
         if data[5] != 0x10:
             raise SwError(StatusWord.COOLKEY_BAD_CHALLENGE)
         # The TKS wraps the challenge with the *static* KEK for SCP01 and SCP02 alike
-        # (tps-server-flows §8 item 1).
+        # (Dogtag TokenServlet.java, encryptData); the GP 2.1.1 applet's source is not
+        # public and the TPS never checks the proof, so the card does what the TKS does.
         challenge = unwrap_challenge(self._manager.static_kek(), data[6:22])
         size = int.from_bytes(data[1:3], "big")
         if size not in RSA_SIZES:

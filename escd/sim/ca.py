@@ -13,7 +13,8 @@ Owns:
   certificate for a listener; ``subordinate`` a CA it signs (Dogtag's sub-CA layout);
   ``revoke`` marks serials revoked (no CRL is served).
 * ``parse_key_blob``: the public key in GENERATE KEY's I/O buffer
-  (``00 01 size(2) modLen(2) mod expLen(2) exp``, tps-server-flows §3 step 11.2), and
+  (``00 01 size(2) modLen(2) mod expLen(2) exp``, CoolKey CardEdge.java
+  ``startEnrollment``), and
   ``verify_proof`` for the legacy TPS's optional proof check.
 * ``subject_name``: the profile's ``dnpattern`` with ``$uid$``, ``$cn$``, ``$mail$``.
 

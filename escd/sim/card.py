@@ -8,7 +8,7 @@ the ATR, power-on/reset semantics and the failure knobs; it composes the card ma
 ``CardState`` (``escd.sim.state``). With a ``path`` the state is written atomically
 after every command that changed it, so a card survives restarts.
 
-Factories for the three states a token can be in (coolkey-card §3, §4.5):
+Factories for the three states a token can be in (ESC's Unformatted, Formatted, Enrolled):
 
 * ``blank_card()``      no CoolKey package or instance (the ISD answers everything);
 * ``formatted_card()``  applet installed, life cycle 07, no objects, optional Phone Home URL;
@@ -68,10 +68,12 @@ from escd.statefile import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-#: Default key versions: SCP01 cards report key info 01 01, SCP02 cards FF 02 (§5.7 C).
+#: Default key versions: SCP01 cards report key info 01 01, SCP02 cards FF 02, as GP
+#: 2.1.1 cards with the developer keys do; the TKS takes key info 01 01 and key version
+#: FF for the undiversified developer keys (Dogtag SecureChannelProtocol.java).
 DEFAULT_KEY_VERSION = {ScpProtocol.SCP01: 0x01, ScpProtocol.SCP02: 0xFF}
 DEFAULT_PIN = "1234"
-#: What the TPS gives CREATE PIN (``pin.maxRetries=127``, tps-server-flows §1.1).
+#: What the TPS gives CREATE PIN (``pin.maxRetries=127`` in Dogtag's TPS CS.cfg).
 DEFAULT_PIN_TRIES = 0x7F
 
 
@@ -137,7 +139,7 @@ class SimulatedCard:
     # -- power -----------------------------------------------------------------------------
 
     def power_on(self) -> None:
-        """Cold start: the ISD is selected, no channel, no login (coolkey-card §6.1)."""
+        """Cold start: the ISD is selected, no channel, no login, as on a real GP card."""
         with self._lock:
             self._context.runtime.clear()
             self.powered = True
@@ -157,7 +159,7 @@ class SimulatedCard:
         """Answer one command APDU (response data + SW1 SW2). Never raises."""
         with self._lock:
             if self._context.knobs.apdu_delay > 0:
-                # The one deliberate delay: the "slow card" knob (tps-server-flows §7.1).
+                # The one deliberate delay: the "slow card" knob, for timeout tests.
                 time.sleep(self._context.knobs.apdu_delay)
             response = self._answer(apdu)
             self._persist_if_changed()

@@ -9,7 +9,9 @@ session of the card (``unwrap`` for CLA 84 commands, ``unwrap_key`` for wrapped 
 
 Must not: touch the CoolKey applet's PINs, keys or objects (``escd.sim.applet``), do I/O,
 or log. Handlers return response data and raise ``SwError`` for any other status word.
-References: tps-server-flows §1.2-1.3, §5, §7.1; coolkey-card §1, §2.1, §6.1.
+References: GlobalPlatform Card Specification 2.1.1 (SCP01, SCP02, card content
+management) and what the Dogtag TPS sends and parses (TPSProcessor.java,
+SecureChannel.java, the ``org.dogtagpki.tps.apdu`` classes).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ ISD_AIDS = (
     bytes.fromhex("A000000003000000"),  # GP 2.1.1 ISD (the TPS after an FCI)
     bytes.fromhex("A0000001510000"),  # GP 2.2 ISD RID
 )
-#: The FCI a real ISD returns to the default SELECT (tps-server-flows §1.3).
+#: The FCI a real ISD returns to the default SELECT; the TPS takes the AID after ``84``
+#: and selects it (Dogtag TPSProcessor.java, ``selectDefaultCardManager``).
 ISD_FCI = bytes.fromhex("6F108408A000000003000000A5049F6501FF")
 #: The CardEdge source's own build constants, reported for load files we cannot read.
 SOURCE_BUILD_ID = 0x58755637
@@ -91,8 +94,8 @@ class CardManager:
             runtime.selected = Selected.ISD
             runtime.drop_channel()
             runtime.pending_load = None
-            # The bare 9000 is the default because libckyapplet rejects a body; OpenSC
-            # asks for no FCI with P2=0C anyway (coolkey-card §1).
+            # The bare 9000 is the default because libckyapplet rejects a body (CoolKey
+            # cky_applet.c); OpenSC asks for no FCI with P2=0C anyway (OpenSC gp.c).
             if not aid and state.select_fci and command.p2 & 0x0C != 0x0C:
                 return ISD_FCI
             return b""
@@ -111,7 +114,9 @@ class CardManager:
         cla, ins = command.cla, command.ins
         if cla not in (0x00, 0x80, 0x84):
             # In particular CoolKey's B0 commands: a blank card must never answer them
-            # with a bare 9000, the TPS dies on it (tps-server-flows §7.1).
+            # with a bare 9000. The TPS sends GET LIFE CYCLE to blank cards, and a bare
+            # 9000 there is an NPE outside its handlers: the session dies without END_OP
+            # (Dogtag TPSProcessor.java, getLifecycleState).
             raise SwError(StatusWord.INVALID_CLASS)
         if cla == 0x84:
             if ins == 0x82:
@@ -147,7 +152,7 @@ class CardManager:
         else:
             raise SwError(StatusWord.REFERENCED_DATA_NOT_FOUND)
         # An explicit Le too short for the data gets 6Cxx, which the TPS answers by
-        # re-sending with that Le (tps-server-flows §1.2 rows 3-5); a longer Le is fine.
+        # re-sending with that Le (Dogtag TPSProcessor.java); a longer Le is fine.
         if command.le is not None and command.le < len(data):
             raise SwError(0x6C00 | len(data))
         return data
@@ -203,7 +208,7 @@ class CardManager:
             runtime.drop_channel()
             raise SwError(err.sw) from err
         if state.protocol is ScpProtocol.SCP02:
-            # One increment per opened session (tps-server-flows §5.5).
+            # One increment per opened session (GP 2.1.1 SCP02 sequence counter).
             state.sequence_counter = (state.sequence_counter + 1) & 0xFFFF
         return b""
 
@@ -370,7 +375,8 @@ def _package_from_load(pending: PendingLoad) -> PackageState:
         parsed = LoadFile.decode(content)
     except ValueError:
         # Not our synthetic format (e.g. a real .ijc): a card cannot tell its version, so
-        # report the CardEdge source constants (tps-server-flows §7.1, option 1 only).
+        # report the CardEdge source constants. Only our synthetic load files carry their
+        # version (``escd.sim.loadfile``).
         return PackageState(pending.package_aid, len(content), 1, 4, SOURCE_BUILD_ID)
     if parsed.package_aid != pending.package_aid:
         raise SwError(StatusWord.INCORRECT_DATA)

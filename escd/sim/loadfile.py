@@ -3,9 +3,10 @@
 
 Pure: encode/decode only. A real TPS loads a Java Card ``.ijc`` file and the card learns
 nothing about its version except by running it; the simulated card instead reads the
-version from the file (tps-server-flows §7.1 "Build ID after a load", option 1), so that
-GET STATUS / GET BUILD ID report what was loaded and the TPS does not re-upgrade on
-every enroll. Nothing here depends on Dogtag's binaries.
+version from the file, so that GET STATUS / GET BUILD ID report what was loaded and
+the TPS does not re-upgrade on every enroll (it compares them with its required
+version: Dogtag TPSProcessor.java, ``checkAndUpgradeApplet``). Nothing here depends on
+Dogtag's binaries.
 
 Format (all integers big-endian; a valid CAP-style component stream)::
 
@@ -115,7 +116,7 @@ class LoadFile:
         return cls(escd[4], escd[5], int.from_bytes(escd[6:10], "big"), aid, size=len(data))
 
     def load_data(self) -> bytes:
-        """What LOAD carries: ``C4 <BER length> <file>`` (tps-server-flows §2 step 6.4)."""
+        """What LOAD carries: ``C4 <BER length> <file>`` (GP 2.1.1 Load File Data Block)."""
         return b"\xc4" + ber_length(len(self.encode())) + self.encode()
 
 

@@ -3,16 +3,20 @@
 
 Pure: bytes in, bytes out; no I/O, no logging, no card state. The simulated card
 (``escd.sim.gp``) uses the card end, the simulated TPS (and its in-process TKS) the
-host end. Formulas and known-answer vectors: tps-server-flows.md §5 and §5.7.
+host end. The formulas are those of GP Card Specification 2.1.1 (appendices D and E)
+as Dogtag implements them (TKS SecureChannelProtocol.java, TPS SecureChannel.java,
+``org.dogtagpki.tps.apdu.APDU.secureMessage``); tests/unit/test_scp.py checks them
+against known-answer vectors.
 
 Vocabulary
     ``StaticKeys``        the card's static ENC/MAC/KEK (Dogtag "auth", "mac", "kek");
                           ``StaticKeys.developer()`` is the GP test set ``40..4F``.
     ``diversify_visa2`` / ``diversify_emv`` / ``diversify_nist``
-                          card keys from a TKS master key and the 10-byte KDD (§5.3).
+                          card keys from a TKS master key and the 10-byte KDD
+                          (Dogtag TKS KDF.java, StandardKDF.java, NistSP800_108KDF.java).
     ``SessionKeys``       S-ENC, S-MAC and the key that wraps sensitive data
                           (SCP01: the static KEK; SCP02: S-DEK).
-    ``InitUpdateResponse`` the 28-byte INITIALIZE UPDATE answer (§5.2), ``decode``/``encode``.
+    ``InitUpdateResponse`` the 28-byte INITIALIZE UPDATE answer, ``decode``/``encode``.
 
 Host end (what the TPS does)::
 
@@ -53,7 +57,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from escd.card.apdu import CommandApdu
 
-#: GlobalPlatform "developer" key (tps-server-flows §1.1), used for ENC, MAC and KEK.
+#: GlobalPlatform "developer" key (the ``defKeySet`` of Dogtag's TKS CS.cfg), used for ENC,
+#: MAC and KEK.
 DEVELOPER_KEY = bytes(range(0x40, 0x50))
 BLOCK = 8
 KDD_LENGTH = 10
@@ -62,7 +67,7 @@ CRYPTOGRAM_LENGTH = 8
 INIT_UPDATE_RESPONSE_LENGTH = 28
 PUT_KEY_DATA_LENGTH = 67
 #: SCP02 "i" parameter: 3 static keys, explicit key version, C-MAC with ICV encryption,
-#: the only variant Dogtag accepts (tps-server-flows §1.3).
+#: the only variant Dogtag accepts (Dogtag SecureChannel.java, ``GP211_SCP02_IMPL_15``).
 SCP02_I = 0x15
 
 
@@ -188,7 +193,7 @@ def _odd_parity(key: bytes) -> bytes:
     return bytes((b & 0xFE) | ((bin(b >> 1).count("1") + 1) & 1) for b in key)
 
 
-# -- static keys and diversification (§5.3) ---------------------------------------------
+# -- static keys and diversification ----------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +244,9 @@ def diversify_emv(master: bytes, kdd: bytes) -> StaticKeys:
 def diversify_nist(master: bytes, context: bytes) -> StaticKeys:
     """NIST SP800-108 counter-mode KDF with HMAC-SHA256, as Dogtag's TKS configures it.
 
-    Which raw bytes NSS feeds HMAC for a DES3 master key is not known
-    (tps-server-flows §8 item 2): this uses ``master`` as given, so it interoperates
-    with itself, not necessarily with a real TKS master key.
+    Which raw bytes NSS feeds HMAC for a DES3 master key is not known (the TKS does it
+    in native JSS code): this uses ``master`` as given, so it interoperates with itself,
+    not necessarily with a real TKS master key.
     """
     out = b"".join(
         hmac.new(master, bytes((i, 0x04, 0x00)) + context + b"\x01\x80", hashlib.sha256).digest()
@@ -319,7 +324,10 @@ def host_cryptogram(
 
 
 def wrap_challenge(kek: bytes, challenge: bytes) -> bytes:
-    """The GENERATE KEY challenge under the *static* KEK, for SCP01 and SCP02 alike (§5.4, §8)."""
+    """The GENERATE KEY challenge under the *static* KEK, for SCP01 and SCP02 alike.
+
+    As the TKS wraps it (Dogtag TokenServlet.java, ``encryptData``).
+    """
     return des3_ecb_encrypt(kek, challenge)
 
 
@@ -329,7 +337,7 @@ def unwrap_challenge(kek: bytes, wrapped: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class InitUpdateResponse:
-    """The INITIALIZE UPDATE answer (28 bytes, §5.2).
+    """The INITIALIZE UPDATE answer (28 bytes).
 
     SCP01 carries an 8-byte card challenge and no sequence counter; SCP02 a 2-byte
     sequence counter and a 6-byte card challenge.
@@ -439,7 +447,7 @@ def _decrypt_data(protocol: ScpProtocol, session: SessionKeys, enc: bytes) -> by
 
 def _mac_input(command: CommandApdu, plain: bytes) -> bytes:
     # The MAC covers the modified header (CLA with the SM bit, Lc counting the MAC) and
-    # the *unencrypted* data, for SCP01 and SCP02 alike (§5.4, §5.5).
+    # the *unencrypted* data, for SCP01 and SCP02 alike (Dogtag APDU.java, secureMessage).
     header = (command.cla | 0x04, command.ins, command.p1, command.p2, len(plain) + BLOCK)
     return bytes(header) + plain
 
@@ -629,7 +637,8 @@ class SecureChannelCard:
             plain = _decrypt_data(self.protocol, session, body)
         else:
             # Lc = 8 (MAC only) is how a data-less command looks without C-DEC; accept it
-            # at either level (tps-server-flows §8 item 3: "accept what Dogtag sends").
+            # at either level: GP readings differ on whether empty data is encrypted, so
+            # the card accepts what Dogtag sends.
             plain = body
         icv = _chained_icv(self.protocol, session, self._icv)
         expected = _mac(self.protocol, session, _mac_input(command, plain), icv)

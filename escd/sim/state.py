@@ -31,8 +31,9 @@ from escd.sim.loadfile import (
 )
 from escd.sim.scp import ScpProtocol, SecureChannelCard, StaticKeys
 
-#: CoolKey "production" ATR (coolkey-card §5): libcoolkeypk11 treats it as a CoolKey even
-#: without the applet, no OpenSC driver claims it by ATR, and it announces T=0.
+#: CoolKey "production" ATR: libcoolkeypk11 treats it as a CoolKey even without the
+#: applet (ATR3 in CoolKey slot.cpp), no OpenSC driver claims it by ATR, and it
+#: announces T=0.
 COOLKEY_ATR = bytes.fromhex("3B769400 00FF6276 010000")
 FORMAT_VERSION = 1
 ISSUER_INFO_SIZE = 0xE0
@@ -58,7 +59,7 @@ NOBODY_ACL = 0x0000
 
 @unique
 class LifeCycle(IntEnum):
-    """GP application life cycle as GET LIFE CYCLE byte 0 reports it (coolkey-card §2.2)."""
+    """GP application life cycle as GET LIFE CYCLE byte 0 reports it (CoolKey cky_factory.h)."""
 
     INSTALLED = 0x03
     SELECTABLE = 0x07
@@ -184,7 +185,8 @@ class CardState:
     key_version: int = 0x01
     sequence_counter: int = 0
     nv_memory: int = DEFAULT_NV_MEMORY
-    #: Answer the default SELECT with the ISD FCI instead of a bare 9000 (tps-server-flows §1.3).
+    #: Answer the default SELECT with the ISD FCI instead of a bare 9000 (libckyapplet
+    #: wants the bare 9000; the FCI exercises the TPS's other path).
     select_fci: bool = False
     packages: list[PackageState] = field(default_factory=list)
     applet: AppletState | None = None
@@ -404,7 +406,7 @@ class PendingLoad:
 
 @dataclass
 class RuntimeState:
-    """RAM: cleared by power-on and reset (coolkey-card §6.1 "after power-on ...")."""
+    """RAM: cleared by power-on and reset (CardEdge's transient state and the GP channel)."""
 
     selected: Selected = Selected.ISD
     channel: SecureChannelCard | None = None
@@ -433,7 +435,7 @@ class RuntimeState:
 
 @dataclass
 class FailureKnobs:
-    """Test switches that make the card fail the way real cards do (tps-server-flows §7.1).
+    """Test switches that make the card fail the way real cards do.
 
     Not persisted: they describe a test, not the card.
     """

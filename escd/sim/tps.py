@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The simulated Dogtag TPS (issue 4 §7): the in-process API for tests, the demo and
-frontend authors, and the thread runner for synchronous code.
+"""The simulated Dogtag TPS: the in-process API for tests, the demo and frontend
+authors, and the thread runner for synchronous code.
 
 ``SimulatedTps`` composes the pieces of ``escd.sim.tps_*``: the settings
 (``TpsConfig``), the token DB and user directory (``tps_db``), the CA (``escd.sim.ca``), the
@@ -52,7 +52,8 @@ USERS_FILE = "users.yaml"
 TLS_KEY_FILE = "tls-key.pem"
 TLS_CERT_FILE = "tls-cert.pem"
 _THREAD_START_TIMEOUT = 30.0
-#: SET ISSUER INFO carries 224 bytes; the URL needs a terminating NUL (coolkey-card §2.5).
+#: SET ISSUER INFO carries 224 bytes (CoolKey CardEdge.java, ``setIssuerInfo``); the URL
+#: needs a terminating NUL, ESC reads up to it.
 ISSUER_INFO_SIZE = 0xE0
 
 
@@ -145,7 +146,10 @@ class SimulatedTps:
         return context
 
     def phone_home_xml(self) -> bytes:
-        """The ``ServiceInfo`` document (tps-protocol §4.3, §4.5; no XML declaration)."""
+        """The ``ServiceInfo`` document, as Dogtag's ``TPSPhoneHome`` serves phoneHome.xml.
+
+        No XML declaration, as in Dogtag's file.
+        """
         settings = self.config.phone_home
         services = [
             ("Operation", settings.operation_url or self.url),

@@ -6,16 +6,19 @@ Owns ``CardLink`` (one per session):
 
 * ``applet_info``: the seven-APDU ``getAppletInfo`` (default SELECT with the ``6Cxx``
   retry and FCI parse, explicit SELECT of the card manager, CPLC, SELECT CoolKey, GET
-  STATUS, SELECT CoolKey + GET VERSION), tps-server-flows §2 step 1;
+  STATUS, SELECT CoolKey + GET VERSION), TPSProcessor.java:3405-3489;
 * ``lifecycle_state`` and ``applet_version``;
 * ``discover``: the once-per-session protocol discovery (SELECT ISD, GET DATA 0066 and
-  00E0, falling back to SCP01/GP 2.0.1), TPSP:4178-4350;
+  00E0, falling back to SCP01/GP 2.0.1), TPSProcessor.java:4178-4350;
 * ``open_channel``: INITIALIZE UPDATE, the key-version and token-DB checks, the TKS's
-  card cryptogram check, EXTERNAL AUTHENTICATE (TPSP:589-900);
+  card cryptogram check, EXTERNAL AUTHENTICATE (TPSProcessor.java:589-900);
 * ``upgrade_applet``: DELETE ×2, INSTALL [for load], LOAD…, INSTALL [for install],
-  SELECT CoolKey (TPSP:1188-1263).
+  SELECT CoolKey (TPSProcessor.java:1188-1263).
 
 Must not: touch the token DB, talk to the user, or log APDU data.
+
+Line numbers are of Dogtag's ``base/tps`` sources (dogtagpki/pki): TPSProcessor.java,
+SecureChannel.java, TPSEngine.java, the TPS CS.cfg; TokenServlet.java is the TKS's.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from escd.sim.tps_channel import (
 from escd.sim.tps_config import Quirk, TpsConfig
 from escd.tps.status import TpsStatus
 
-#: ``op.<op>.<type>.cardmgr_instance`` (TPSCFG:1492), in the order the TPS tries them.
+#: ``op.<op>.<type>.cardmgr_instance`` (TPS CS.cfg:1492), in the order the TPS tries
+#: them.
 CARD_MANAGER_AIDS = (
     bytes.fromhex("A0000000030000"),
     bytes.fromhex("A000000003000000"),
@@ -48,7 +52,8 @@ GP211_ISD_AID = bytes.fromhex("A000000003000000")
 CPLC_RESPONSE_SIZE = 47
 SCP02_IMPLEMENTATION = 0x15
 LIFECYCLE_UNKNOWN = 0xF0
-#: The fourth OID of the card recognition data carries the SCP and its "i" (§1.3).
+#: The fourth OID of the card recognition data carries the SCP and its "i"
+#: (TPSProcessor.java:4260-4330).
 _SCP_OID_TAG = 0x64
 
 
@@ -86,7 +91,10 @@ class AppletInfo:
 
 @dataclass(frozen=True, slots=True)
 class Platform:
-    """``PlatformAndSecChannelProtoInfo``: GP 2.1.1 iff SCP02/03 (TPSP:4340-4344)."""
+    """``PlatformAndSecChannelProtoInfo``: GP 2.1.1 iff SCP02/03.
+
+    TPSProcessor.java:4340-4344.
+    """
 
     protocol: int
     implementation: int = 0
@@ -114,7 +122,8 @@ class CardLink:
         return await self.conversation.apdu(command)
 
     async def _with_length_retry(self, command: CommandApdu) -> ResponseApdu:
-        # The TPS repeats default SELECT and GET DATA with the Le a 6Cxx names (§1.2 rows 2-5).
+        # The TPS repeats default SELECT and GET DATA with the Le a 6Cxx names
+        # (TPSProcessor.java:406-434, 3492-3574, 4210-4344).
         response = await self.apdu(command.encode())
         if response.sw1 == 0x6C:
             retry = CommandApdu(
@@ -132,7 +141,10 @@ class CardLink:
         return await self.select(COOLKEY_INSTANCE_AID)
 
     async def select_default_card_manager(self) -> None:
-        """``selectDefaultCardManager`` (TPSP:3492-3574); status 45 when nothing answers."""
+        """``selectDefaultCardManager`` (TPSProcessor.java:3492-3574).
+
+        Status 45 when nothing answers.
+        """
         response = await self._with_length_retry(CommandApdu(0x00, 0xA4, 0x04, 0x00, le=256))
         if response.sw != SW_OK:
             raise TpsFailure(TpsStatus.ERROR_CANNOT_ESTABLISH_COMMUNICATION, "no card manager")
@@ -149,7 +161,7 @@ class CardLink:
     # -- what is on the card ---------------------------------------------------------------
 
     async def applet_info(self) -> AppletInfo:
-        """``getAppletInfo`` (TPSP:3405-3489): seven APDUs plus any 6Cxx retries."""
+        """``getAppletInfo`` (TPSProcessor.java:3405-3489): seven APDUs plus 6Cxx retries."""
         await self.select_default_card_manager()
         assert self.card_manager is not None
         cplc = await self._with_length_retry(CommandApdu(0x80, 0xCA, 0x9F, 0x7F, le=0x2D))
@@ -180,7 +192,7 @@ class CardLink:
 
     def _memory(self, high: int, low: int) -> int:
         if self.config.quirk(Quirk.SIGNED_MEMORY):
-            # Java bytes are signed: 0x1388 reads as 4744 (TPSP:3456-3466).
+            # Java bytes are signed: 0x1388 reads as 4744 (TPSProcessor.java:3456-3466).
             return (_signed(high) << 8) + _signed(low)
         return (high << 8) | low
 
@@ -196,13 +208,17 @@ class CardLink:
         return int.from_bytes(response.data, "big")
 
     async def lifecycle_state(self) -> int:
-        """``getLifecycleState`` (TPSP:500-538): F0 when the card does not answer 9000."""
+        """``getLifecycleState`` (TPSProcessor.java:500-538).
+
+        F0 when the card does not answer 9000.
+        """
         await self.select_coolkey()
         response = await self.apdu(CommandApdu(0xB0, 0xF2, 0x00, 0x00, le=0x01).encode())
         if response.sw != SW_OK:
             return LIFECYCLE_UNKNOWN
         if not response.data:
-            # A bare 9000 leaves the result null; the NPE escapes every handler (§7.1).
+            # A bare 9000 leaves the result null; the NPE escapes every handler
+            # (TPSProcessor.java:518-526): the session ends without END_OP.
             raise SessionBroken("GET LIFECYCLE answered 9000 without data")
         return response.data[0] if len(response.data) == 1 else LIFECYCLE_UNKNOWN
 
@@ -239,7 +255,8 @@ class CardLink:
             platform = Platform(0x01)
         self.platform = platform
         if platform.protocol == 0x02 and platform.implementation != SCP02_IMPLEMENTATION:
-            # TPSException(String): the default status is SNAC (TPSP:4190-4196).
+            # TPSException(String): the default status is SNAC
+            # (TPSProcessor.java:4190-4196).
             raise TpsFailure(TpsStatus.ERROR_SNAC, "SCP02 implementation is not i=15")
         return platform
 
@@ -258,9 +275,11 @@ class CardLink:
             raise TpsFailure(TpsStatus.ERROR_SECURE_CHANNEL, "INITIALIZE UPDATE answer size")
         kdd, key_info = data[0:10], bytearray(data[10:12])
         if platform.protocol == 0x02:
-            key_info[1] = 0x01  # the TPS rewrites SCP02 key info to "ver 01" (§5.2)
+            # The TPS rewrites SCP02 key info to "ver 01" (TPSProcessor.java:720).
+            key_info[1] = 0x01
         key_info_hex = bytes(key_info).hex().upper()
-        # enableBoundedGPKeyVersion 01..FF and validateCardKeyInfoAgainstTokenDB (§1.1).
+        # enableBoundedGPKeyVersion 01..FF and validateCardKeyInfoAgainstTokenDB
+        # (TPSProcessor.java:4355-4700, TPS CS.cfg:1484-1489).
         if key_info[0] < 0x01:
             raise TpsFailure(TpsStatus.ERROR_SECURE_CHANNEL, "key version out of range")
         if self.expected_key_info and self.expected_key_info != key_info_hex:
@@ -273,7 +292,8 @@ class CardLink:
         try:
             host.open(data)
         except (ScpCryptogramError, ValueError) as err:
-            # The TKS refuses a wrong card cryptogram: 17 before EXT AUTH (TKSSRV:1454).
+            # The TKS refuses a wrong card cryptogram: 17 before EXT AUTH
+            # (TokenServlet.java:1454).
             raise TpsFailure(TpsStatus.ERROR_SECURE_CHANNEL, "card cryptogram") from err
         channel = SecureChannel(
             self.conversation,
@@ -288,22 +308,24 @@ class CardLink:
         return channel
 
     async def upgrade_applet(self, version: str, start: int, end: int) -> None:
-        """``upgradeApplet`` (TPSP:1188-1263): reinstall the CoolKey applet ``version``."""
+        """``upgradeApplet`` (TPSProcessor.java:1188-1263): reinstall applet ``version``."""
         config = self.config
         load_file = LoadFile.from_version_string(version, size=config.applet_file_size).encode()
         if self.card_manager is None:
             await self.select_default_card_manager()
         assert self.card_manager is not None
         if not config.quirk(Quirk.STICKY_SELECTION):
-            # Java selects the card manager only while none is known (TPSP:1208-1214); a
-            # clean server makes sure the ISD, not the applet, gets the GP commands.
+            # Java selects the card manager only while none is known
+            # (TPSProcessor.java:1208-1214); a clean server makes sure the ISD, not the
+            # applet, gets the GP commands.
             await self.select(self.card_manager)
         channel = await self.open_channel()
         await channel.delete(COOLKEY_INSTANCE_AID)
         await channel.delete(COOLKEY_PACKAGE_AID)
         sd_aid = GP211_ISD_AID
         if GP211_ISD_AID[: len(self.card_manager)] != self.card_manager:
-            sd_aid = self.card_manager  # SC:757-770: a differing ISD AID is named instead
+            # SecureChannel.java:757-770: a differing ISD AID is named instead.
+            sd_aid = self.card_manager
         await channel.install_load(COOLKEY_PACKAGE_AID, sd_aid, len(load_file))
         load_data = b"\xc4" + _ber_length(len(load_file)) + load_file
         await channel.load_file(
@@ -321,7 +343,7 @@ class CardLink:
 
 
 def _ber_length(length: int) -> bytes:
-    # SC:846-858: one byte below 128, 81 xx up to 255, else 82 xx xx.
+    # SecureChannel.java:846-858: one byte below 128, 81 xx up to 255, else 82 xx xx.
     if length < 0x80:
         return bytes((length,))
     if length <= 0xFF:

@@ -7,14 +7,16 @@ Owns:
 * the three ways a Java TPS session ends, as exceptions: ``TpsFailure(status)`` (a
   ``TPSException``: END_OP ``result=1 message=status``), ``ClientGone`` (an
   ``IOException``: no END_OP) and ``SessionBroken`` (a runtime exception such as a
-  malformed TOKEN_PDU_RESPONSE: no END_OP either, tps-protocol §1.3 "Aborts"), plus
+  malformed TOKEN_PDU_RESPONSE: no END_OP either, Dogtag TPSSession.java:147-160), plus
   ``SessionAborted`` for the fault switches, which the server has already acted on;
 * ``Conversation``: one request, one reply, in lock-step (TOKEN_PDU, STATUS_UPDATE),
   with the record of every APDU sent, for tests;
 * ``Tks``: card static keys from the key info (developer keys for ``01 01`` and version
-  ``FF``, VISA2 diversification otherwise, tps-server-flows §5.3), random data;
+  ``FF``, VISA2 diversification otherwise; Dogtag TKS SecureChannelProtocol.java), random
+  data;
 * ``SecureChannel``: one opened GP secure channel and the CLA 84 commands sent through
-  it, each failing with the END_OP status of tps-server-flows §7.1 (SC:… lines).
+  it, each failing with the END_OP status ``SecureChannel.java`` gives it (line numbers
+  below are of Dogtag's TPS and TKS sources, dogtagpki/pki).
 
 Must not: log APDU data, PINs or keys (only ``describe_apdu``), or decide flow order
 (``escd.sim.tps_card`` and the processors do).
@@ -120,7 +122,8 @@ class Conversation:
         await self.port.send(TokenPduRequest(command))
         reply = await self.port.receive()
         if not isinstance(reply, TokenPduResponse):
-            # ClassCastException in TPSProcessor.handleAPDURequest: no END_OP (§1.3).
+            # ClassCastException in TPSProcessor.handleAPDURequest: no handler catches
+            # it, so no END_OP (TPSSession.java:147-160).
             raise SessionBroken(f"expected TOKEN_PDU_RESPONSE, got {reply.msg_type.name}")
         try:
             response = ResponseApdu.decode(reply.response)
@@ -142,7 +145,7 @@ class Conversation:
 
 
 class Tks:
-    """The in-process TKS: card keys per key info, random data (tps-server-flows §5.3)."""
+    """The in-process TKS: card keys per key info, random data (as the TKS's TokenServlet.java)."""
 
     def __init__(self, master_key: bytes = DEVELOPER_KEY) -> None:
         self._master_key = master_key
@@ -159,7 +162,10 @@ class Tks:
 
 
 def float32(value: float) -> float:
-    """``value`` rounded to a Java ``float``, for progress values computed like SC:846-870."""
+    """``value`` rounded to a Java ``float``, for progress values.
+
+    Computed as in SecureChannel.java:846-870.
+    """
     return float(struct.unpack("f", struct.pack("f", value))[0])
 
 
@@ -219,10 +225,10 @@ class SecureChannel:
         if not self._ignore_results and response.sw not in accepted:
             raise TpsFailure(status, f"{what} answered {response.sw:04X}")
 
-    # -- applet installation (SC:757-988) --------------------------------------------------
+    # -- applet installation (SecureChannel.java:757-988) ----------------------------------
 
     async def delete(self, aid: bytes) -> None:
-        """DELETE of an instance or package; the answer is ignored (§2 step 6.2)."""
+        """DELETE of an instance or package; the answer is ignored (TPSProcessor.java:1188-1263)."""
         data = b"\x4f" + bytes((len(aid),)) + aid
         if self.gp211:
             command = CommandApdu(0x84, 0xE4, 0x00, 0x80, data, le=256)
@@ -255,7 +261,10 @@ class SecureChannel:
         java_loop: bool = True,
         on_block: Callable[[int], None] | None = None,
     ) -> None:
-        """LOAD blocks of ``blocksize-16`` (SCP01) or ``blocksize-8`` (SCP02), SC:826-945."""
+        """LOAD blocks of ``blocksize-16`` (SCP01) or ``blocksize-8`` (SCP02).
+
+        SecureChannel.java:826-945.
+        """
         piece_size = block_size - (8 if self.gp211 else 16)
         loops = len(load_data) // block_size
         if loops == 0:
@@ -266,7 +275,7 @@ class SecureChannel:
             size, last = piece_size, False
             if remaining < piece_size or (not java_loop and remaining == piece_size):
                 # Java marks the last block only when it is short: an exact multiple of
-                # the block size never gets P1=80 (tps-server-flows §8 item 4).
+                # the block size never gets P1=80 (SecureChannel.java:881-904).
                 size, last = remaining, True
             offset = len(load_data) - remaining
             block = load_data[offset : offset + size]
@@ -299,7 +308,10 @@ class SecureChannel:
     # -- CoolKey RA commands ---------------------------------------------------------------
 
     async def set_issuer_info(self, url: str) -> None:
-        """SET ISSUER INFO: the URL in ASCII, NUL-padded to 224 bytes (SC:990-1025)."""
+        """SET ISSUER INFO: the URL in ASCII, NUL-padded to 224 bytes.
+
+        SecureChannel.java:990-1025.
+        """
         raw = url.encode("ascii")[:0xE0]
         command = CommandApdu(0x84, 0xF4, 0x00, 0x00, raw + bytes(0xE0 - len(raw)))
         await self._expect(command, TpsStatus.ERROR_UPGRADE_APPLET, "SET ISSUER INFO")
@@ -309,7 +321,10 @@ class SecureChannel:
         await self._expect(command, TpsStatus.ERROR_MAC_LIFECYCLE_PDU, "SET LIFECYCLE")
 
     async def create_pin(self, max_retries: int, initial: str) -> None:
-        """CREATE PIN 0 with Dogtag's fixed string; a re-enroll gets 9C10, ignored (SC:1513)."""
+        """CREATE PIN 0 with Dogtag's fixed string; a re-enroll gets 9C10, ignored.
+
+        SecureChannel.java:1513.
+        """
         command = CommandApdu(0x84, 0x40, 0x00, max_retries & 0xFF, initial.encode("utf-8"))
         response = await self.send(command)
         self._tolerated(
@@ -323,7 +338,10 @@ class SecureChannel:
     async def generate_key(
         self, private_slot: int, public_slot: int, key_size: int, wrapped_challenge: bytes
     ) -> int:
-        """GENERATE KEY (``SecureStartEnrollment``); returns the I/O buffer length (SC:1422)."""
+        """GENERATE KEY (``SecureStartEnrollment``); returns the I/O buffer length.
+
+        SecureChannel.java:1422.
+        """
         data = (
             b"\x80" + key_size.to_bytes(2, "big") + b"\x00\x00"
             + b"\x10" + wrapped_challenge + b"\x00"
@@ -335,7 +353,7 @@ class SecureChannel:
         return int.from_bytes(response.data[:2], "big")
 
     async def read_object(self, object_id: bytes, offset: int, length: int) -> bytes:
-        """READ OBJECT in 0xD0-byte pieces, Le 00 (SC:1133-1195)."""
+        """READ OBJECT in 0xD0-byte pieces, Le 00 (SecureChannel.java:1133-1195)."""
         out = bytearray()
         while len(out) < length:
             size = min(OBJECT_CHUNK, length - len(out))
@@ -355,7 +373,7 @@ class SecureChannel:
         await self._expect(command, TpsStatus.ERROR_MAC_ENROLL_PDU, "CREATE OBJECT")
 
     async def write_object(self, object_id: bytes, data: bytes) -> None:
-        """WRITE OBJECT in 0xD0-byte pieces (SC:1083-1131)."""
+        """WRITE OBJECT in 0xD0-byte pieces (SecureChannel.java:1083-1131)."""
         for offset in range(0, len(data), OBJECT_CHUNK):
             chunk = data[offset : offset + OBJECT_CHUNK]
             body = object_id + offset.to_bytes(4, "big") + bytes((len(chunk),)) + chunk
@@ -374,7 +392,10 @@ class SecureChannel:
         iv: bytes,
         check: bytes,
     ) -> None:
-        """IMPORT KEY ENCRYPTED of a PKCS#8 blob in ``object_id`` (ENR:3163-3287)."""
+        """IMPORT KEY ENCRYPTED of a PKCS#8 blob in ``object_id``.
+
+        TPSEnrollProcessor.java:3163-3287.
+        """
         data = (
             object_id + b"\x81"
             + b"\x10" + self.host.wrap_key(des_key)
@@ -385,7 +406,10 @@ class SecureChannel:
         await self._expect(command, TpsStatus.ERROR_MAC_ENROLL_PDU, "IMPORT KEY ENCRYPTED")
 
     async def clear_key_slots(self, keep: bytes) -> None:
-        """CLEAR KEY SLOTS keeping ``keep`` (pairs of slots); answer ignored (SC:1054)."""
+        """CLEAR KEY SLOTS keeping ``keep`` (pairs of slots); answer ignored.
+
+        SecureChannel.java:1054.
+        """
         response = await self.send(CommandApdu(0x84, 0x55, 0x00, 0x00, keep))
         self._tolerated(response, (SW_OK,), TpsStatus.ERROR_MAC_ENROLL_PDU, "CLEAR KEY SLOTS")
 

@@ -2,14 +2,15 @@
 """The simulated Dogtag TPS's settings: one frozen ``TpsConfig`` built once at start-up.
 
 Owns every knob of ``escd.sim.tps`` and its defaults, which are those of the shipped
-Dogtag ``CS.cfg`` (tps-server-flows §1.1, quoted as ``TPSCFG``):
+Dogtag TPS ``CS.cfg`` (dogtagpki/pki, under ``base/tps``; cited as ``TPS CS.cfg:<line>``;
+the Java files cited are Dogtag's TPS sources in the same repository):
 
 * the token types and their key types (``userKey`` and ``soKey``: a signing and an
   encryption certificate each, in key slots 2/3 and 4/5, 1024-bit keys);
 * authentication per operation and token type (the manual's
   ``op.<operation>.<tokenType>.auth.enable=false``, here ``auth_disabled``);
 * the Java TPS's quirks, one switch each (``Quirk``), so tests can also run a "clean"
-  server (tps-server-flows §7.2, §7.3);
+  server;
 * PIN bounds, issuer info, phone-home XML fields, token policy defaults;
 * fault switches (``Faults``): drop the connection at message N, END_OP failure code K
   at message N, a delay before every message, corrupted MACs.
@@ -30,53 +31,63 @@ class Quirk(StrEnum):
     """Behaviour of the Java TPS that a well-designed server would not have.
 
     Every member is on in the default ("faithful") configuration and off with
-    ``--clean``. Each names the spec clause it reproduces.
+    ``--clean``. Each names the Dogtag source it reproduces.
     """
 
-    #: getAppletInfo is seven APDUs: SELECT CoolKey again before GET VERSION (§2 step 1.6).
+    #: getAppletInfo is seven APDUs: SELECT CoolKey again before GET VERSION
+    #: (TPSProcessor.java:3482, 4003-4036).
     REDUNDANT_SELECT = "redundant-select"
     #: getAppletVersion after the format login, getAppletInfo again after the applet
-    #: step of enroll and pin reset (§2 step 4, §3 step 5, §4 step 7).
+    #: step of enroll and pin reset (TPSProcessor.java ``format``, TPSEnrollProcessor.java,
+    #: TPSPinResetProcessor.java).
     REPEAT_APPLET_INFO = "repeat-applet-info"
-    #: Secure channels opened and never used (§2 step 9, §3 step 5, §4 step 6).
+    #: Secure channels opened and never used (TPSProcessor.java:1166-1176, 2583, 2618).
     UNUSED_CHANNELS = "unused-channels"
-    #: FORMAT reloads the applet even when its version is current (§2 step 6, TPSP:2561).
+    #: FORMAT reloads the applet even when its version is current (TPSProcessor.java:2561).
     RELOAD_ON_FORMAT = "reload-on-format"
-    #: ENROLL of a token unknown to the token DB runs a whole format first (§3 step 5).
+    #: ENROLL of a token unknown to the token DB runs a whole format first
+    #: (TPSEnrollProcessor.java:366-418, 442-449).
     FORCE_FORMAT_UNKNOWN = "force-format-unknown"
-    #: The results of DELETE, CREATE PIN and CLEAR KEY SLOTS are ignored (§2 step 6.2,
-    #: §3 steps 7 and 16).
+    #: The results of DELETE, CREATE PIN and CLEAR KEY SLOTS are ignored
+    #: (TPSProcessor.java ``upgradeApplet``; SecureChannel.java:1054-1081, 1513-1532).
     IGNORE_RESULTS = "ignore-results"
-    #: Reading the existing objects stops after z0 (§3 step 9.3).
+    #: Reading the existing objects stops after z0 (TPSEnrollProcessor.java:1036-1116).
     STOP_AT_Z0 = "stop-at-z0"
     #: A failure in the per-certificate loop wipes the card with a format before END_OP 7
-    #: (§3 "Failure behaviour", ENR:525-536).
+    #: (TPSEnrollProcessor.java:525-536, 2203-2207).
     AUTO_FORMAT_ON_CERT_FAILURE = "auto-format-on-cert-failure"
     #: After the forced format, enroll keeps the applet info read before it, so a blank
-    #: card fails with END_OP 7 at the z0 size check (§3 step 13, §7.3 row 1).
+    #: card fails with END_OP 7 at the z0 size check (TPSEnrollProcessor.java:442-449,
+    #: 1016).
     STALE_APPLET_INFO = "stale-applet-info"
-    #: No SET LIFECYCLE after a forced-format re-enroll of a 0F token (§3 step 15).
+    #: No SET LIFECYCLE after a forced-format re-enroll of a 0F token
+    #: (TPSEnrollProcessor.java:122, 446, 641).
     NO_LIFECYCLE_AFTER_FORCED_FORMAT = "no-lifecycle-after-forced-format"
-    #: GET STATUS memory is read from signed Java bytes: 0x1388 reads as 4744 (§1.3).
+    #: GET STATUS memory is read from signed Java bytes: 0x1388 reads as 4744
+    #: (TPSProcessor.java:3456-3466).
     SIGNED_MEMORY = "signed-memory"
     #: The Java LOAD loop sends no P1=80 block when the data is an exact multiple of the
-    #: block size (§8 item 4, SC:881-904).
+    #: block size (SecureChannel.java:881-904).
     JAVA_LOAD_LOOP = "java-load-loop"
     #: Enroll and pin reset fail with END_OP 14 when their authentication is switched
-    #: off (TPSP:4147-4172: "TPS enrollment must have authentication enabled").
+    #: off (TPSProcessor.java:4147-4172: "TPS enrollment must have authentication
+    #: enabled").
     AUTH_MANDATORY = "auth-mandatory"
-    #: Pin reset of a token unknown to the DB ends with status 1, not 16 (PINR:117-124).
+    #: Pin reset of a token unknown to the DB ends with status 1, not 16
+    #: (TPSPinResetProcessor.java:117-124).
     PIN_RESET_UNKNOWN_IS_SNAC = "pin-reset-unknown-is-snac"
-    #: The card manager is selected only while none is known (TPSP:1208-1214), so the
-    #: auto-format after a certificate failure sends its GP commands to the CoolKey
-    #: applet, which refuses INSTALL: END_OP 19 instead of a wiped card and 7.
+    #: The card manager is selected only while none is known
+    #: (TPSProcessor.java:1208-1214), so the auto-format after a certificate failure
+    #: sends its GP commands to the CoolKey applet, which refuses INSTALL: END_OP 19
+    #: instead of a wiped card and 7.
     STICKY_SELECTION = "sticky-selection"
     #: Enroll of a known token whose card has no applet dies without END_OP: the version
-    #: comparison dereferences null (TPSP:1151-1163).
+    #: comparison dereferences null (TPSProcessor.java:1151-1163).
     NULL_VERSION_CRASH = "null-version-crash"
 
 
-#: The GP developer key (tps-server-flows §1.1); kept here so this module stays light.
+#: The GP developer key (the ``defKeySet`` of Dogtag's TKS CS.cfg); kept here so this
+#: module stays light.
 DEVELOPER_KEY = bytes(range(0x40, 0x50))
 
 FAITHFUL = frozenset(Quirk)
@@ -109,7 +120,7 @@ class KeyUse(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class KeyTypeProfile:
-    """``op.enroll.<type>.keyGen.<keyType>.*`` (TPSCFG:1495-1630)."""
+    """``op.enroll.<type>.keyGen.<keyType>.*`` (TPS CS.cfg:1495-1630)."""
 
     name: str
     use: KeyUse
@@ -137,7 +148,8 @@ class TokenTypeProfile:
 
 
 def _user_key_types() -> tuple[KeyTypeProfile, ...]:
-    # signing C1/c1 k2/k3 slots 2/3, encryption C2/c2 k4/k5 slots 4/5 (§1.1 table).
+    # signing C1/c1 k2/k3 slots 2/3, encryption C2/c2 k4/k5 slots 4/5
+    # (TPS CS.cfg:1495-1630).
     return (
         KeyTypeProfile("signing", KeyUse.SIGNING, 1, 2, 3),
         KeyTypeProfile("encryption", KeyUse.ENCRYPTION, 2, 4, 5),
@@ -149,8 +161,8 @@ USER_KEY = TokenTypeProfile(
     frozenset({Operation.FORMAT, Operation.ENROLL, Operation.PIN_RESET}),
     _user_key_types(),
 )
-#: soKey enrolls the same two key types with the same CA profiles (TPSCFG:1160-1312);
-#: PIN reset is configured for userKey only (TPSCFG:2011-2120).
+#: soKey enrolls the same two key types with the same CA profiles (TPS CS.cfg:1160-1312);
+#: PIN reset is configured for userKey only (TPS CS.cfg:2011-2120).
 SO_KEY = TokenTypeProfile(
     "soKey", frozenset({Operation.FORMAT, Operation.ENROLL}), _user_key_types()
 )
@@ -172,7 +184,7 @@ class TokenPolicy:
     re_enroll: bool = True
     renew: bool = False
     force_format: bool = False
-    #: The shipped default is NO: pin reset needs an administrator's YES (TPSCFG:2343).
+    #: The shipped default is NO: pin reset needs an administrator's YES (TPS CS.cfg:2343).
     pin_reset: bool = False
     reset_pin_reset_to_no: bool = False
 
@@ -210,7 +222,8 @@ class Faults:
     #: Seconds to wait before every server message (the one deliberate sleep).
     delay: float = 0.0
     #: Corrupt the C-MAC of secure-messaged APDUs with these INS bytes; the card answers
-    #: 6982 and the TPS reacts as tps-server-flows §7.1 lists (0x82: EXTERNAL AUTHENTICATE).
+    #: 6982 and the TPS ends with the END_OP status SecureChannel.java gives that
+    #: command (0x82: EXTERNAL AUTHENTICATE).
     wrong_mac_ins: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
@@ -226,7 +239,7 @@ class Faults:
 
 @dataclass(frozen=True, slots=True)
 class PhoneHomeSettings:
-    """The ``ServiceInfo`` document served at ``/tps/phoneHome`` (tps-protocol §4.5)."""
+    """The ``ServiceInfo`` document served at ``/tps/phoneHome`` (as Dogtag's TPSPhoneHome)."""
 
     issuer_name: str = "escd simulated TPS"
     #: ``Operation``: None means this server's own ``/tps/tps`` URL.
@@ -250,7 +263,7 @@ class TpsConfig:
     #: type) or ``"format/userKey"``.
     auth_disabled: frozenset[str] = frozenset()
     token_types: tuple[TokenTypeProfile, ...] = (USER_KEY, SO_KEY)
-    #: What the mapping resolvers fall back to (TPSCFG:2083-2089).
+    #: What the mapping resolvers fall back to (TPS CS.cfg:2083-2089).
     default_token_type: str = "userKey"  # noqa: S105 - a profile name
     #: ``pinReset.pin.minLen``/``maxLen``/``maxRetries`` and ``create_pin.string``.
     pin_min_length: int = 4
@@ -267,9 +280,9 @@ class TpsConfig:
     #: ``update.applet.requiredVersion`` and the size of the served load file.
     required_applet_version: str = "1.4.58768072"
     applet_file_size: int = SHIPPED_FILE_SIZE
-    #: ``op.<op>.allowUnknownToken`` (TPSCFG:1158, 1826); False gives END_OP 16.
+    #: ``op.<op>.allowUnknownToken`` (TPS CS.cfg:1158, 1826); False gives END_OP 16.
     allow_unknown_tokens: bool = True
-    #: ``tokendb.nonExternalReg.allowMultiActiveTokensUser`` (TPSCFG:2381); False gives 34.
+    #: ``tokendb.nonExternalReg.allowMultiActiveTokensUser`` (TPS CS.cfg:2381); False gives 34.
     allow_multiple_active_tokens: bool = False
     default_policy: TokenPolicy = field(default_factory=TokenPolicy)
     #: Overrides every key type's ``keySize`` when set (tests use 1024 anyway).
@@ -288,7 +301,8 @@ class TpsConfig:
     def_key_index: int = 0
     #: TKS master key for key sets other than the developer ones (VISA2 diversified).
     master_key: bytes = DEVELOPER_KEY
-    #: Locales with configured login texts; any other ``locale`` fails the login (§2.3.1).
+    #: Locales with configured login texts; any other ``locale`` fails the login (an NPE
+    #: inside the login step, TPSProcessor.java:4148-4166).
     locales: frozenset[str] = frozenset({"en"})
     login_title: str = "LDAP Authentication"
     login_description: str = "This authenticates user against the LDAP directory."
@@ -298,7 +312,7 @@ class TpsConfig:
     anonymous_user: str = "demo"
     #: Tomcat's ``connectionTimeout``: how long the server waits for a client message.
     message_timeout: float = 80.0
-    #: ``tps.connection.maxMessageSize`` (§1.8).
+    #: ``tps.connection.maxMessageSize`` (Dogtag TPSConnection.java:57-85).
     max_message_size: int = 9999
     faults: Faults = field(default_factory=Faults)
     #: How many finished sessions ``SimulatedTps.sessions`` remembers.
@@ -330,7 +344,7 @@ class TpsConfig:
         """The mapping resolver: the requested type if it allows ``operation``, else the default.
 
         The shipped filter resolvers end with a catch-all mapping to ``userKey``
-        (TPSCFG:2083-2089), so an unknown type never fails.
+        (TPS CS.cfg:2083-2089), so an unknown type never fails.
         """
         if requested:
             profile = self.token_type(requested)
@@ -357,7 +371,7 @@ class TpsConfig:
 
     @property
     def load_file(self) -> LoadFile:
-        """The synthetic applet the server loads (version carried in the file, §7.1)."""
+        """The synthetic applet the server loads (version carried in the file)."""
         return LoadFile.from_version_string(
             self.required_applet_version, size=self.applet_file_size
         )

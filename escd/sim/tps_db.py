@@ -5,7 +5,8 @@ Owns:
 
 * ``TokenDb``: one ``TokenRecord`` per CUID with its status (UNFORMATTED, FORMATTED,
   ACTIVE as the Java ``TokenStatus`` numbers them), owner, token type, stored key info
-  (for the "key version must match the token DB" check, tps-server-flows §1.1), policy
+  (for the ``validateCardKeyInfoAgainstTokenDB`` check of Dogtag's TPSProcessor.java),
+  policy
   (RE_ENROLL, PIN_RESET, FORCE_FORMAT, …), issued certificates and archived keys. With a
   path it is a JSON file rewritten atomically after every change.
 * ``UserDirectory``: who may log in. Loaded from a YAML file mapping user ids to a
@@ -47,7 +48,7 @@ class TokenStatus(IntEnum):
     UNFORMATTED = 7
 
 
-#: ``tps.operations.allowedTransitions=0:0,0:4,4:4,4:0,7:0`` (TPSCFG:2413).
+#: ``tps.operations.allowedTransitions=0:0,0:4,4:4,4:0,7:0`` (TPS CS.cfg:2413).
 ALLOWED_TRANSITIONS = frozenset(
     {
         (TokenStatus.FORMATTED, TokenStatus.FORMATTED),

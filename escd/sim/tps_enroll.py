@@ -1,14 +1,17 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""ENROLL as the Java ``TPSEnrollProcessor`` runs it (tps-server-flows §3, ENR:104-724).
+"""ENROLL as the Java ``TPSEnrollProcessor`` runs it (TPSEnrollProcessor.java:104-724).
 
 Owns the enroll order: life-cycle probe, getAppletInfo, token-DB policy (before the
 login), login, the one-active-token rule, the forced format or the applet check, the
 enrollment channel, the new PIN, reading the existing objects (stopping at ``z0``), one
 key pair and certificate per key type (on-card keygen, or server-side keygen imported
 encrypted), the final ``z0`` (zlib-compressed, built with ``escd.card.objects``), issuer
-info, SET LIFECYCLE, the token DB, CLEAR KEY SLOTS. The quirks of §3 (auto-format on a
+info, SET LIFECYCLE, the token DB, CLEAR KEY SLOTS. Its quirks (auto-format on a
 certificate failure, stale applet info after a forced format, no SET LIFECYCLE after a
 forced-format re-enroll) are behind their ``Quirk`` switches.
+
+Line numbers are of Dogtag's TPS sources (dogtagpki/pki ``base/tps``) and of CoolKey's
+CardEdge.java.
 
 Must not: log keys, PINs or APDU data; talk to the network other than through the
 conversation.
@@ -47,12 +50,14 @@ from escd.tps.status import TpsStatus
 logger = logging.getLogger(__name__)
 
 IO_BUFFER_ID = b"\xff\xff\xff\xff"
-#: The temporary object of server-side keygen and recovery (ENR:3205-3207).
+#: The temporary object of server-side keygen and recovery
+#: (TPSEnrollProcessor.java:3205-3207).
 KEY_IMPORT_OBJECT_ID = b"\xff\x00\xff\xf3"
-#: ACLs: the temporary key object is RA-only; z0 is readable by anyone (ENR:1026-1030).
+#: ACLs: the temporary key object is RA-only; z0 is readable by anyone
+#: (TPSEnrollProcessor.java:1026-1030).
 RA_ONLY_ACL = b"\x40\x00\x40\x00\x40\x00"
 Z0_ACL = b"\xff\xff\x40\x00\x40\x00"
-#: IMPORT KEY ENCRYPTED blob header: encrypted, PKCS#8 RSA key pair (CE:2394-2581).
+#: IMPORT KEY ENCRYPTED blob header: encrypted, PKCS#8 RSA key pair (CardEdge.java:2394-2581).
 _KEY_BLOB_ENCRYPTED_PKCS8 = b"\x01\x09"
 CERT_PROGRESS_START, CERT_PROGRESS_END = 15, 90
 
@@ -78,7 +83,8 @@ class EnrollProcessor(Processor):
         record = self.record()
         profile = self.token_type()
         force_format = False
-        # Token-DB and policy checks come before the login (ENR:366-418).
+        # Token-DB and policy checks come before the login
+        # (TPSEnrollProcessor.java:366-418).
         if record is not None:
             if not transition_allowed(record.status, TokenStatus.ACTIVE):
                 raise TpsFailure(TpsStatus.ERROR_DISABLED_TOKEN, "transition to ACTIVE")
@@ -100,7 +106,8 @@ class EnrollProcessor(Processor):
             await self.format(skip_auth=True, token_type=profile)
             if not self.quirk(Quirk.STALE_APPLET_INFO):
                 info = await self.applet_info()
-            # The "upgraded" flag is set only by checkAndUpgradeApplet (ENR:446, 641).
+            # The "upgraded" flag is set only by checkAndUpgradeApplet
+            # (TPSEnrollProcessor.java:446, 641).
             upgraded = not self.quirk(Quirk.NO_LIFECYCLE_AFTER_FORCED_FORMAT)
         else:
             upgraded = await self.check_and_upgrade_applet(info)
@@ -121,7 +128,7 @@ class EnrollProcessor(Processor):
         await self.conversation.status(92, "PROGRESS_WRITE_OBJECTS")
         encoded = z0.encode()
         # The size check uses the enroll's own appletInfo, stale after a forced format
-        # (ENR:1016, tps-server-flows §7.3 row 1).
+        # (TPSEnrollProcessor.java:442-449, 1016): a blank card enrolls, then fails here.
         if len(encoded) > info.total_memory:
             raise TpsFailure(TpsStatus.ERROR_MAC_ENROLL_PDU, "not enough memory for z0")
         await channel.create_object(COMBINED_OBJECT_ID, len(encoded), Z0_ACL)
@@ -138,7 +145,10 @@ class EnrollProcessor(Processor):
         logger.info("token %s enrolled for %s", self.cuid, user.uid)
 
     async def check_and_upgrade_applet(self, info: AppletInfo) -> bool:
-        """``checkAndUpgradeApplet`` (TPSP:1141-1186): True when the applet was reloaded."""
+        """``checkAndUpgradeApplet`` (TPSProcessor.java:1141-1186).
+
+        True when the applet was reloaded.
+        """
         required = self.config.required_applet_version
         await self.link.discover()
         version = info.version
@@ -155,7 +165,10 @@ class EnrollProcessor(Processor):
         return False
 
     async def read_objects(self, channel: SecureChannel) -> bytes | None:
-        """``getCurrentObjectsOnToken`` (ENR:1036-1116): the old z0, if any."""
+        """``getCurrentObjectsOnToken`` (TPSEnrollProcessor.java:1036-1116).
+
+        The old z0, if any.
+        """
         first, old_z0 = True, None
         while True:
             entry = await self.link.list_object(first)
@@ -177,7 +190,10 @@ class EnrollProcessor(Processor):
         challenge: bytes,
         wrapped: bytes,
     ) -> list[IssuedCertificate]:
-        """``generateCertificates`` (ENR:2175-2222): a failure formats the card, then 7."""
+        """``generateCertificates`` (TPSEnrollProcessor.java:2175-2222).
+
+        A failure formats the card, then END_OP 7.
+        """
         issued: list[IssuedCertificate] = []
         block = (CERT_PROGRESS_END - CERT_PROGRESS_START) // max(len(profile.key_types), 1)
         for index, key_type in enumerate(profile.key_types):
@@ -190,7 +206,8 @@ class EnrollProcessor(Processor):
                 )
             except TpsFailure as failure:
                 # Only TPSException is caught here; IOException and runtime exceptions
-                # end the session with no END_OP and no format (ENR:2203-2207).
+                # end the session with no END_OP and no format
+                # (TPSEnrollProcessor.java:2203-2207).
                 logger.info("certificate %s failed (%s)", key_type.name, failure.reason)
                 if self.quirk(Quirk.AUTO_FORMAT_ON_CERT_FAILURE):
                     await self.format(skip_auth=True, token_type=profile)
@@ -241,7 +258,10 @@ class EnrollProcessor(Processor):
         self, channel: SecureChannel, key_type: KeyTypeProfile, size: int
     ) -> tuple[rsa.RSAPublicKey, bytes]:
         """Server-side keygen: the KRA's key, wrapped with a fresh DES2 key, imported into
-        the card through the temporary object FF00FFF3 (ENR:3163-3287)."""
+        the card through the temporary object FF00FFF3.
+
+        TPSEnrollProcessor.java:3163-3287.
+        """
         key = rsa.generate_private_key(public_exponent=65537, key_size=size)
         pkcs8 = key.private_bytes(
             serialization.Encoding.DER,
@@ -283,11 +303,13 @@ class EnrollProcessor(Processor):
             try:
                 old = decode_combined_object(old_z0)
             except MalformedResponseError as err:
-                # DataFormatException while parsing the token's data (ENR:470-476).
+                # DataFormatException while parsing the token's data
+                # (TPSEnrollProcessor.java:470-476).
                 raise TpsFailure(TpsStatus.ERROR_CANNOT_PERFORM_OPERATION, "bad z0") from err
             kept, version = old.records, old.object_version
         if version:
-            # The object version moves on with each rewrite, skipping FF (ENR:612-622).
+            # The object version moves on with each rewrite, skipping FF
+            # (TPSEnrollProcessor.java:612-622).
             while version == 0xFF:
                 version = secrets.randbelow(1000)
             version = (version + 1) & 0xFFFF
@@ -313,7 +335,7 @@ class EnrollProcessor(Processor):
         )
 
     def store(self, profile: TokenTypeProfile, user: User, issued: list[IssuedCertificate]) -> None:
-        """Certificates recorded, token ACTIVE (ENR:660-700)."""
+        """Certificates recorded, token ACTIVE (TPSEnrollProcessor.java:660-700)."""
         db = self.services.db
         certificates = tuple(
             CertificateRecord(

@@ -5,13 +5,16 @@ APDU by APDU, as ``TPSSession`` / ``TPSProcessor`` / ``TPSPinResetProcessor`` do
 Owns:
 
 * ``run_session``: BEGIN_OP → the operation's processor → the END_OP to send, or None
-  when the Java TPS would send none (``TPSSession.process``; tps-protocol §2.2: unblock
-  and renew answer ``result=1 message=0``, unknown operations ``operation=0``, and
-  operation 0 falls through to enroll);
+  when the Java TPS would send none (``TPSSession.process``, TPSSession.java:112-160,
+  and ``TPSMessage.intToOpType``, TPSMessage.java:219-283: unblock and renew answer
+  ``result=1 message=0``, unknown operations ``operation=0``, and operation 0 falls
+  through to enroll);
 * ``Processor``: the pieces every operation shares: the login
   (``checkAndAuthenticateUser``, any failure is status 14), the new PIN
-  (``checkAndHandlePinReset``), FORMAT (tps-server-flows §2) and PIN RESET (§4). ENROLL
-  (§3) lives in ``escd.sim.tps_enroll``.
+  (``checkAndHandlePinReset``), FORMAT (``TPSProcessor.format``) and PIN RESET
+  (``TPSPinResetProcessor``). ENROLL lives in ``escd.sim.tps_enroll``.
+
+Line numbers are of Dogtag's TPS sources (dogtagpki/pki).
 
 Each Java quirk is reproduced behind its ``Quirk`` switch. Must not: do network I/O
 (``escd.sim.tps_server`` does), or log PINs, passwords or APDU data.
@@ -128,7 +131,7 @@ class Processor:
         return await self.link.open_channel()
 
     async def channel_for_card_manager(self) -> SecureChannel:
-        """The never-used channel of ``checkAndUpgradeApplet`` (TPSP:1166-1176)."""
+        """The never-used channel of ``checkAndUpgradeApplet`` (TPSProcessor.java:1166-1176)."""
         if not self.quirk(Quirk.STICKY_SELECTION):
             assert self.link.card_manager is not None
             await self.link.select(self.link.card_manager)
@@ -136,7 +139,7 @@ class Processor:
 
     async def authenticate(self, token_type: str) -> User | None:
         """``checkAndAuthenticateUser``; with authentication off, Java refuses enroll and
-        pin reset with 14 (TPSP:4169-4172), format just skips the login."""
+        pin reset with 14 (TPSProcessor.java:4169-4172), format just skips the login."""
         if self.config.auth_enabled(self.operation, token_type):
             self.user = await self.login()
         elif self.operation is not Operation.FORMAT and self.quirk(Quirk.AUTH_MANDATORY):
@@ -147,7 +150,7 @@ class Processor:
         return self.user
 
     async def login(self) -> User:
-        """One login attempt; *any* failure is END_OP 14 (TPSP:4148-4166, tps-protocol §1.3)."""
+        """One login attempt; *any* failure is END_OP 14 (TPSProcessor.java:4148-4166)."""
         try:
             return await self._login()
         except SessionAborted:
@@ -162,7 +165,7 @@ class Processor:
         if self.begin.extension("extendedLoginRequest") is not None:
             locale = self.begin.extension("locale") or "en"
             if locale not in config.locales:
-                # auth.getUiTitle(locale) is null: an NPE inside the login step (§2.3.1).
+                # auth.getUiTitle(locale) is null: an NPE inside the login step.
                 raise LookupError(f"no login texts for locale {locale!r}")
             request = ExtendedLoginRequest(
                 title=config.login_title,
@@ -178,7 +181,7 @@ class Processor:
             reply = await self.port.receive()
             if not isinstance(reply, ExtendedLoginResponse):
                 raise TypeError(f"expected EXTENDED_LOGIN_RESPONSE, got {reply.msg_type.name}")
-            # The Java TPS reads only UID and PASSWORD (TPSMessage.createMessage, §2.3.5).
+            # The Java TPS reads only UID and PASSWORD (TPSMessage.createMessage).
             values = dict(reply.values)
             uid, secret = values["UID"].reveal(), values["PASSWORD"]
             for value in values.values():
@@ -200,7 +203,10 @@ class Processor:
         return user
 
     async def new_pin(self, channel: SecureChannel) -> None:
-        """``checkAndHandlePinReset`` (TPSP:4039-4109): NEW_PIN, CREATE PIN, SET PIN."""
+        """``checkAndHandlePinReset`` (TPSProcessor.java:4039-4109).
+
+        NEW_PIN, CREATE PIN, SET PIN.
+        """
         config = self.config
         await self.port.send(NewPinRequest(config.pin_min_length, config.pin_max_length))
         reply = await self.port.receive()
@@ -211,7 +217,7 @@ class Processor:
         finally:
             reply.new_pin.drop()
         if not config.pin_min_length <= len(pin) <= config.pin_max_length:
-            # TPSException(String): the status defaults to SNAC (§2.3.11).
+            # TPSException(String): the status defaults to SNAC (TPSProcessor.java:4039-4109).
             raise TpsFailure(TpsStatus.ERROR_SNAC, "new PIN length out of bounds")
         await channel.create_pin(config.pin_max_retries, config.create_pin_string)
         await channel.set_pin(pin)
@@ -219,7 +225,7 @@ class Processor:
     def record(self) -> TokenRecord | None:
         return self.services.db.get(self.cuid)
 
-    # -- FORMAT (tps-server-flows §2, TPSP:2196-2688) -----------------------------------------
+    # -- FORMAT (TPSProcessor.java:2196-2688) ----------------------------------------------
 
     async def format(self, *, skip_auth: bool, token_type: TokenTypeProfile | None = None) -> None:
         config, db = self.config, self.services.db
@@ -236,7 +242,8 @@ class Processor:
         else:
             if not config.allow_unknown_tokens:
                 raise TpsFailure(TpsStatus.ERROR_UNKNOWN_TOKEN, "unknown token")
-            # "add token during format": the new record starts UNFORMATTED (TPSP:2520-2530).
+            # "add token during format": the new record starts UNFORMATTED
+            # (TPSProcessor.java:2520-2530).
             record = db.add(self.cuid, status=TokenStatus.UNFORMATTED, token_type=profile.name)
         self.link.expected_key_info = record.key_info
         version = info.version
@@ -251,7 +258,8 @@ class Processor:
             await channel.set_issuer_info(self.services.issuer_info_url)
         await self.conversation.status(100, "PROGRESS_DONE")
         if self.quirk(Quirk.UNUSED_CHANNELS):
-            # checkAndUpgradeSymKeys + externalAuthenticate: the last APDUs (§2 step 9).
+            # checkAndUpgradeSymKeys + externalAuthenticate: the last APDUs
+            # (TPSProcessor.java:2583, 2618).
             await self.channel_for_applet()
         serials = [cert.serial for cert in record.certificates if not cert.revoked]
         self.services.ca.revoke(serials)
@@ -268,7 +276,7 @@ class Processor:
 
 
 class PinResetProcessor(Processor):
-    """RESET PIN (tps-server-flows §4, PINR:80-380)."""
+    """RESET PIN (TPSPinResetProcessor.java:80-380)."""
 
     operation = Operation.PIN_RESET
 
@@ -278,7 +286,8 @@ class PinResetProcessor(Processor):
         await self.applet_info()
         record = self.record()
         if record is None:
-            # PINR:117-124 concatenates status 16 into the text: END_OP carries SNAC.
+            # TPSPinResetProcessor.java:117-124 concatenates status 16 into the text: END_OP
+            # carries SNAC.
             status = TpsStatus.ERROR_SNAC
             if not self.quirk(Quirk.PIN_RESET_UNKNOWN_IS_SNAC):
                 status = TpsStatus.ERROR_UNKNOWN_TOKEN
@@ -290,7 +299,7 @@ class PinResetProcessor(Processor):
             raise TpsFailure(TpsStatus.ERROR_NOT_PIN_RESETABLE, "pin reset not allowed")
         self.link.expected_key_info = record.key_info
         # checkAndUpgradeApplet with update.applet.enable=false: discovery happens inside
-        # setupSecureChannel, then a channel nobody uses (TPSP:665, 1166-1176).
+        # setupSecureChannel, then a channel nobody uses (TPSProcessor.java:665, 1166-1176).
         await self.link.discover()
         if self.quirk(Quirk.UNUSED_CHANNELS):
             await self.channel_for_card_manager()
@@ -311,7 +320,7 @@ def _processor_for(operation: int) -> tuple[type[Processor] | None, int]:
     from escd.sim.tps_enroll import EnrollProcessor
 
     if operation in (0, OperationType.ENROLL):
-        # intToOpType(0) falls through to OP_ENROLL: a missing break (tps-protocol §2.2).
+        # intToOpType(0) falls through to OP_ENROLL: a missing break (TPSMessage.java).
         return EnrollProcessor, OperationType.ENROLL
     if operation == OperationType.FORMAT:
         return Processor, OperationType.FORMAT

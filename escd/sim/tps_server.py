@@ -1,8 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The simulated TPS's HTTP edge: an h11 server over asyncio streams, plain or TLS.
 
-Owns the transport of tps-protocol §1 as the Java ``TPSServlet`` and ``TPSConnection``
-do it:
+Owns the transport as Dogtag's Java ``TPSServlet`` and ``TPSConnection`` do it:
 
 * ``/tps/tps`` (and the legacy ``/nk_service``): ``POST`` only (405 otherwise, no
   body), ``Transfer-Encoding: chunked`` only (400 otherwise); then ``200`` and its
@@ -10,7 +9,7 @@ do it:
   framing (never by chunks), one server message is written per chunk; after END_OP
   the response ends with the last chunk. A session that ends without END_OP closes the
   connection without it.
-* ``/tps/phoneHome``: the ``ServiceInfo`` XML for any method (``TPSPhoneHome``, §4.5).
+* ``/tps/phoneHome``: the ``ServiceInfo`` XML for any method (as Dogtag's ``TPSPhoneHome``).
 * The fault switches that live on the wire: drop the connection instead of server
   message N, END_OP ``result=1 message=K`` instead of message N, a delay before every
   message.
@@ -262,7 +261,7 @@ class TpsHttpServer:
             pass
 
     async def _tps(self, exchange: _HttpExchange, request: h11.Request) -> None:
-        # TPSServlet.service: POST only (405), chunked only (400), no other check (§1.2).
+        # TPSServlet.service: POST only (405), chunked only (400), no other check.
         if request.method != b"POST":
             await exchange.simple_response(405)
             return

@@ -5,12 +5,13 @@ vpcd listens on TCP port PORT+slot; a card is "inserted" while a client is conne
 and answers the ATR request, "removed" when the socket closes. Every message both ways
 is a 2-byte big-endian length and a payload; from pcscd a 1-byte payload is a control
 message (00 power off, 01 power on, 02 reset: no reply; 04 get ATR: reply the ATR),
-anything longer is a C-APDU answered with the R-APDU (test-environment §3).
+anything longer is a C-APDU answered with the R-APDU (vsmartcard's vpcd.c and its
+``VirtualSmartcard.py``).
 
 Rules: every ATR request and APDU gets an answer (a silent card wedges pcscd's slot
 thread, vpcd has no timeout); ``TCP_QUICKACK`` is re-armed before every ``recv``
 (Debian's vpcd sends length and payload in two writes without TCP_NODELAY: without
-quick ACKs each APDU costs ~44 ms, test-environment P1); the socket loop runs on its
+quick ACKs each APDU costs ~44 ms, see docs/testing.md); the socket loop runs on its
 own thread and blocks in ``recv``; APDU data is never logged.
 """
 
