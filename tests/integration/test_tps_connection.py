@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """``TpsConnection`` against a behavioural fake TPS on loopback, plain and TLS.
 
-The fake behaves like the Java ``TPSServlet`` (tps-protocol §1.2-1.3): it refuses
+The fake behaves like Dogtag's Java ``TPSServlet`` and ``TPSConnection``: it refuses
 anything but a chunked POST, flushes ``200`` before it reads BEGIN_OP, reads the client
 stream by ``s=`` framing and answers one message per chunk. Each test gives it a script
 (a coroutine) for the conversation. It speaks HTTP with h11 in the server role and TPS
@@ -353,7 +353,8 @@ async def test_session_and_connection_run_a_format_together(serve) -> None:  # t
 
 async def test_messages_are_found_across_and_within_chunks(serve) -> None:  # type: ignore[no-untyped-def]
     status = encode(StatusUpdateRequest(10, "PROGRESS_APPLET_BLOCK"))
-    # The legacy TPS counts "\r\n0\r\n" inside END_OP's s= (tps-protocol §1.5).
+    # The legacy TPS counts "\r\n0\r\n" inside END_OP's s= (legacy-pki AP_Session.cpp,
+    # WriteMsg).
     legacy_end = b"s=47&msg_type=13&operation=5&result=0&message=0\r\n0\r\n"
 
     async def script(side: ServerSide) -> None:

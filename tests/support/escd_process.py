@@ -146,7 +146,7 @@ def run_escctl(
 
 
 def process_alive(pid: int) -> bool:
-    """Alive and not a zombie (test-environment §5 pitfall)."""
+    """Alive and not a zombie: daemons re-parented to PID 1 can linger as zombies."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

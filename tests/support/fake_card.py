@@ -2,9 +2,9 @@
 """A small behavioural CoolKey card for unit tests: it answers APDUs from its state.
 
 A GlobalPlatform card manager (SELECT, CPLC) and a CoolKey applet (life cycle, status,
-build ID, issuer info, LIST/READ OBJECT, LIST PINS, PIN tries, VERIFY PIN) as
-coolkey-card.md §6.1 rows 1–12 describe them, with switches for the quirks identify
-must survive (no 4-byte life cycle, 61xx answers, no B0 4A, removal mid-read).
+build ID, issuer info, LIST/READ OBJECT, LIST PINS, PIN tries, VERIFY PIN) as CoolKey's
+CardEdge.java answers them, with switches for the quirks identify must survive (no
+4-byte life cycle, 61xx answers, no B0 4A, removal mid-read).
 It implements ``CardConnection`` and is not the product simulator (``escd.sim.card``).
 """
 
@@ -52,7 +52,8 @@ class FakeApplet:
     objects: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
     pin: bytes = b"1234"
     pin_tries: int | None = None
-    #: Older applets refuse the 4-byte GET LIFE CYCLE (libckyapplet falls back, §2.2).
+    #: Older applets refuse the 4-byte GET LIFE CYCLE (libckyapplet falls back:
+    #: CKYApplet_GetLifeCycleV2 in CoolKey cky_applet.c).
     long_life_cycle: bool = True
     #: What ``B0 3C 01 00`` answers: 6D00 for CoolKey, 9C10 for a MUSCLE applet.
     probe_sw: int = 0x6D00
@@ -68,7 +69,8 @@ class FakeCard:
     applet: FakeApplet | None = field(default_factory=FakeApplet)
     cplc: Cplc | None = field(default_factory=lambda: Cplc.from_cuid(CUID, MSN))
     atr_bytes: bytes = COOLKEY_ATR
-    #: Answer data as 61xx in chunks of this size (real card managers on T=0, §7 item 5).
+    #: Answer data as 61xx in chunks of this size (real card managers on T=0 answer
+    #: SELECT with an FCI this way).
     response_chunk: int | None = None
     #: What libckyapplet's empty SELECT does: selects the card manager ("cm", Cyberflex),
     #: is refused ("refused"), or selects another default application ("other").
@@ -88,7 +90,7 @@ class FakeCard:
         return self.atr_bytes
 
     def power_on(self) -> None:
-        """After power-on/reset the card manager is selected (§6.1)."""
+        """After power-on/reset the card manager is selected."""
         self.selected = "cm"
 
     def transmit(self, apdu: bytes) -> bytes:

@@ -11,7 +11,7 @@ import time
 
 from smartcard import scard
 
-#: pcscd polls vpcd slots every 400 ms (test-environment P5): wait for events this long.
+#: pcscd polls vpcd slots every 400 ms (docs/testing.md): wait for events this long.
 EVENT_TIMEOUT_MS = 5000
 
 
@@ -24,7 +24,7 @@ def wait_for_reader_state(context: int, reader: str, wanted: int) -> bytes:
         hresult, states = scard.SCardGetStatusChange(context, remaining, [(reader, current)])
         assert hresult == scard.SCARD_S_SUCCESS, scard.SCardGetErrorMessage(hresult)
         _, event_state, atr = states[0]
-        # pcsc-lite keeps an event counter in the high 16 bits (test-environment §3).
+        # pcsc-lite keeps an event counter in the high 16 bits of dwEventState.
         if event_state & wanted:
             return bytes(atr)
         current = event_state & ~scard.SCARD_STATE_CHANGED

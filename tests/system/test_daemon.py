@@ -565,7 +565,7 @@ kill $journal
 async def test_journal_gets_structured_fields(
     cards: Cards, own_bus: PrivateBus, tmp_path: Path
 ) -> None:
-    """Under systemd escd logs to journald with ESCD_TOKEN_CUID (test-environment §6)."""
+    """Under systemd escd logs to journald with ESCD_TOKEN_CUID."""
     cuid = Cards.cuid(cards.a)
     cards.a.insert()  # no-op when it is in already
     config = tmp_path / "config.yaml"

@@ -5,7 +5,8 @@
 enrolled simulated token like a real one (certificate and keys with the subject we put
 there, login with the right PIN, a wrong PIN refused and counted on the card) and a
 formatted one as a token without objects. libcoolkeypk11 caches ``z0`` by reader name,
-CUID and object version (coolkey-card §4.6): every card here gets a random CUID.
+CUID and object version (CoolKey slot.cpp, ``SlotMemSegment``): every card here gets a
+random CUID.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 """The systemd user unit, the D-Bus activation file and ``make install-user``.
 
 ``systemd-analyze verify --user`` runs without PID-1 systemd as long as
-``XDG_RUNTIME_DIR`` is an existing 0700 directory (test-environment §6); ExecStart is
+``XDG_RUNTIME_DIR`` is an existing 0700 directory; ExecStart is
 pointed at the venv's escd, as the install script does.
 """
 

@@ -25,7 +25,7 @@ TEST_ATR = bytes.fromhex("3B8A8001") + b"ESCDTEST01" + b"\x0d"
 @pytest.mark.parametrize(
     ("raw", "groups", "historical"),
     [
-        # coolkey-card.md §5; all are T=0 only, so none has a TCK.
+        # The CoolKey ATRs of escd.card.atr; all are T=0 only, so none has a TCK.
         ("3B76940000FF6276010000", [InterfaceGroup(0x94, 0x00, 0x00)], "FF6276010000"),
         ("3B759400006202020201", [InterfaceGroup(0x94, 0x00, 0x00)], "6202020201"),
         ("3B959540FFAE01030000",

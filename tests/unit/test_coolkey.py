@@ -37,8 +37,8 @@ from escd.errors import ApduError, CardError, InvalidPinError, MalformedResponse
 from escd.log import Secret
 from tests.support.fake_card import FakeApplet, FakeCard
 
-#: A CPLC with a distinct value in every field (coolkey-card.md §2.1 layout), carrying the
-#: CUID 4090 7001 1234 00ABCDEF of the §2.1 example and MSN 55667788.
+#: A CPLC with a distinct value in every field (the GP layout libckyapplet reads in
+#: ``ckyAppletFill_GetCPLCData``), carrying the CUID 4090 7001 1234 00ABCDEF and MSN 55667788.
 CPLC = bytes.fromhex(
     "9F7F2A"
     "4090 7001 1671 2345 0001 6123 00ABCDEF 1234 4091 6124 0002 6125 0003 6126"
@@ -63,7 +63,8 @@ CPLC = bytes.fromhex(
         (list_objects(ListSequence.NEXT), "B05801000E"),
         (list_pins(), "B048000002"),
         (get_pin_tries(), "B04A000001"),
-        # §6.2 traces: OpenSC's 240-byte chunk, libcoolkeypk11's 255-byte header read.
+        # OpenSC's 240-byte chunk (COOLKEY_MAX_CHUNK_SIZE), libcoolkeypk11's 255-byte
+        # header read (CKY_MAX_READ_CHUNK_SIZE).
         (read_object(COMBINED_OBJECT_ID, 0, 0xF0), "B056000011 7A300000 00000000 F0" + "00" * 8),
         (read_object(COMBINED_OBJECT_ID, 0xFF, 0xFF),
          "B056000011 7A300000 000000FF FF" + "00" * 8),

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Token identification (coolkey-card.md §3.4) against a behavioural fake card."""
+"""Token identification against a behavioural fake card."""
 
 from __future__ import annotations
 

@@ -132,7 +132,7 @@ async def test_progress_and_waiting_for_input_change_properties() -> None:
         progress.waiting_for_input(True)
         progress.waiting_for_input(False)
         progress.report(0.52, 52, "PROGRESS_ENROLL_CERT")
-        progress.report(0.15, 15, "PROGRESS_KEY_GENERATION")  # not monotonic (§2.5)
+        progress.report(0.15, 15, "PROGRESS_KEY_GENERATION")  # TPS progress can go backwards
         return outcome_of(None)
 
     harness = Harness()

@@ -38,7 +38,7 @@ from escd.errors import MalformedResponseError
 from tests.support.fake_card import make_certificate
 
 CUID = bytes.fromhex("40907001123400abcdef")
-#: The header of the real token in Dogtag's PKCS11Obj.java, as coolkey-card.md §4.4 decodes it.
+#: The header of the real token embedded in Dogtag's PKCS11Obj.java (``main``).
 REAL_TOKEN_HEADER = bytes.fromhex("0100 384C 534E0650000100000108 0001 0403 0014")
 
 
@@ -82,14 +82,14 @@ def test_object_id_refuses_names_the_card_cannot_carry(name: str) -> None:
 @pytest.mark.parametrize(
     ("word", "cka_id", "object_class", "flags"),
     [
-        # §4.4: the real token's c1 / k3 / k2 words.
+        # The real token's c1 / k3 / k2 words (Dogtag PKCS11Obj.java).
         (0x91, 1, ObjectClass.CERTIFICATE, FixedFlag.TOKEN),
         (0x0C00A1, 1, ObjectClass.PUBLIC_KEY,
          FixedFlag.TOKEN | FixedFlag.VERIFY | FixedFlag.VERIFY_RECOVER),
         (0x1301B1, 1, ObjectClass.PRIVATE_KEY,
          FixedFlag.TOKEN | FixedFlag.PRIVATE | FixedFlag.SIGN | FixedFlag.SIGN_RECOVER
          | FixedFlag.SENSITIVE),
-        # §4.4: c2's keys.
+        # Its c2's keys.
         (0x50A2, 2, ObjectClass.PUBLIC_KEY, FixedFlag.TOKEN | FixedFlag.ENCRYPT | FixedFlag.WRAP),
         (0x10A1B2, 2, ObjectClass.PRIVATE_KEY,
          FixedFlag.TOKEN | FixedFlag.PRIVATE | FixedFlag.DECRYPT | FixedFlag.UNWRAP
@@ -190,7 +190,7 @@ def test_builder_writes_the_verified_recipe(compress: bool) -> None:
     assert raw[18:20] == b"\x00\x14"
     decoded = decode_combined_object(raw)
     assert decoded == token
-    # §4.5: c0 (0x90) with LABEL and VALUE, then k1 (0x0C50A0) and k0 (0x13A1B0) with
+    # c0 (0x90) with LABEL and VALUE, then k1 (0x0C50A0) and k0 (0x13A1B0) with
     # KEY_TYPE=0 and MODULUS_BITS=2048; keys carry no label.
     assert [record.name for record in decoded.records] == ["c0", "k1", "k0"]
     assert [record.fixed.word for record in decoded.records] == [0x90, 0x0C50A0, 0x13A1B0]
@@ -381,7 +381,7 @@ def test_random_z0_data_areas_never_raise_anything_but_malformed(
 
 
 def test_list_objects_entry_from_the_opensc_trace() -> None:
-    raw = bytes.fromhex("7A300000 00000306 FFFF 4000 4000")  # §6.2
+    raw = bytes.fromhex("7A300000 00000306 FFFF 4000 4000")  # an enrolled card's z0
     entry = ObjectEntry.decode(raw)
     assert entry.object_id == COMBINED_OBJECT_ID
     assert entry.name == "z0"

@@ -18,8 +18,8 @@ from escd.phonehome.parser import (
     url_problem,
 )
 
-# The Java TPS's conf/tps/phoneHome.xml after deployment (tps-protocol §4.5): no XML
-# declaration, empty UI and EnrolledTokenURL.
+# The Java TPS's conf/tps/phoneHome.xml after deployment (Dogtag's phoneHome.xml, which
+# TPSPhoneHome serves as is): no XML declaration, empty UI and EnrolledTokenURL.
 JAVA_TPS_DEFAULT = b"""<ServiceInfo><IssuerName>FedoraProject</IssuerName>
     <Services>
         <Operation>https://pki.example.com:8443/tps/tps</Operation>
@@ -31,7 +31,7 @@ JAVA_TPS_DEFAULT = b"""<ServiceInfo><IssuerName>FedoraProject</IssuerName>
 </ServiceInfo>
 """
 
-# tps-protocol §4.3, every element filled in.
+# Every element ESC reads (ESC.js, phoneHome()), filled in.
 SPEC_SAMPLE = b"""<ServiceInfo>
   <IssuerName>Example Corp</IssuerName>
   <Services>

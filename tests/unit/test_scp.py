@@ -1,5 +1,11 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""SCP01/SCP02 crypto: the known-answer vectors of tps-server-flows §5.7 and round trips."""
+"""SCP01/SCP02 crypto: known-answer vectors and round trips.
+
+Vector A is Dogtag's TKS self-test (TKSKnownSessionKey, TKS CS.cfg), C a public SCP02
+card trace with the developer key, D pySim's GlobalPlatform tests
+(tests/unittests/test_globalplatform.py); B, B' and F were computed with the formulas
+of GP 2.1.1 appendices D and E as Dogtag implements them.
+"""
 
 from __future__ import annotations
 

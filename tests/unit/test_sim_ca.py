@@ -45,7 +45,7 @@ def test_key_blob_and_proof(key: rsa.RSAPrivateKey) -> None:
     challenge = bytes(range(16))
     proof = key.sign(blob + challenge, padding.PKCS1v15(), hashes.SHA1())
     buffer = len(blob).to_bytes(2, "big") + blob + len(proof).to_bytes(2, "big") + proof
-    assert len(buffer) == 271  # 1024-bit: 208 + 63 bytes read (§3 step 11.2)
+    assert len(buffer) == 271  # 1024-bit: 208 + 63 bytes read
     parsed_blob, parsed_proof = split_keygen_buffer(buffer)
     public = parse_key_blob(parsed_blob)
     assert public.public_numbers() == key.public_key().public_numbers()

@@ -2,8 +2,9 @@
 """The simulated CoolKey card, driven with raw APDU bytes as clients and the TPS send them.
 
 Covers the card manager (selection, GET DATA, secure channel, content management), the
-applet (every command of coolkey-card §6.1), the failure knobs, persistence, the
-synthetic load file, and the in-process reader backend that hosts cards.
+applet (every command the daemon, OpenSC, libcoolkeypk11 and the TPS send), the failure
+knobs, persistence, the synthetic load file, and the in-process reader backend that
+hosts cards.
 """
 
 from __future__ import annotations

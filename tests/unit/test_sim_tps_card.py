@@ -64,7 +64,8 @@ async def test_applet_info_reads_identity_versions_and_signed_memory() -> None:
     assert (info.protocol_major, info.protocol_minor) == (1, 1)
     assert info.version == "1.4.58768072"
     assert info.card_manager == H("A0000000030000")
-    # CardEdge reports 5000 = 0x1388; Java reads signed bytes: 4864 - 120 = 4744 (§1.3).
+    # CardEdge reports 5000 = 0x1388; Java reads signed bytes: 4864 - 120 = 4744
+    # (Dogtag TPSProcessor.java:3456-3466).
     assert DEFAULT_APPLET_MEMORY == 0x1388 and info.total_memory == 4744
     clean_link, _ = make_link(card, TpsConfig(tls=False, quirks=CLEAN))
     assert (await clean_link.applet_info()).total_memory == 5000
@@ -194,7 +195,7 @@ def test_challenge_wrapping_matches_vector_f() -> None:
     ("size", "java_loop", "blocks", "last_p1"),
     [
         (15409, True, 75, 0x80),
-        (208 * 10 - 4, True, 10, 0x00),  # exact multiple: Java never sends P1=80 (§8 item 4)
+        (208 * 10 - 4, True, 10, 0x00),  # exact multiple: Java never sends P1=80
         (208 * 10 - 4, False, 10, 0x80),
     ],
 )

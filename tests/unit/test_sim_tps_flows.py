@@ -3,8 +3,9 @@
 
 ``LoopbackClient`` answers the server's messages the way ESC does (APDUs relayed to a
 ``SimulatedCard``, login, new PIN, status echo), and can be told to misbehave. The tests
-check the APDU order of tps-server-flows §2-§4, the END_OP status of each failure
-(§7.1), the edge cases of §7.3 in faithful and clean mode, and what ends up on the card
+check the APDU order of the Java TPS's FORMAT, ENROLL and PIN RESET
+(TPSProcessor.format, TPSEnrollProcessor, TPSPinResetProcessor), the END_OP status of
+each failure, the Java quirks in faithful and clean mode, and what ends up on the card
 and in the token DB.
 """
 
@@ -188,7 +189,7 @@ GET_APPLET_INFO = [
 ]
 
 
-# -- FORMAT (§2) --------------------------------------------------------------------------
+# -- FORMAT --------------------------------------------------------------------------------
 
 
 async def test_format_of_blank_card_installs_the_applet_with_issuer_info(world) -> None:
@@ -213,7 +214,7 @@ async def test_format_sends_dogtags_apdus_in_dogtags_order(world) -> None:
     headers = record.transcript.headers()
     assert headers[:7] == GET_APPLET_INFO
     loads = [h for h in headers if h.startswith("84E8")]
-    assert len(loads) == 75  # 15413 bytes in 208-byte blocks (§2 step 6.4)
+    assert len(loads) == 75  # 15413 bytes in 208-byte blocks
     assert headers[7:] == [
         "00A40400", "B0700000",  # getAppletVersion after the login
         "00A40400", "80CA0066", "80CA0066", "80CA00E0",  # discovery, 6C35 retried
@@ -288,7 +289,7 @@ async def test_unknown_tokens_can_be_refused(world) -> None:
         failed(end_op, 16)
 
 
-# -- ENROLL (§3) --------------------------------------------------------------------------
+# -- ENROLL --------------------------------------------------------------------------------
 
 
 async def enrolled(tps: World, card: SimulatedCard | None = None) -> SimulatedCard:
@@ -476,7 +477,7 @@ async def test_known_token_without_applet_crashes_when_faithful(world) -> None:
             ok(end_op)
 
 
-# -- login failures and misbehaving clients (§7.3 rows 3-4) -------------------------------
+# -- login failures and misbehaving clients ------------------------------------------------
 
 
 def _wrong_type(message: TpsMessage) -> Message | None:
@@ -547,7 +548,7 @@ async def test_blank_card_answers_coolkey_commands_with_6e00(world) -> None:
     assert answers["B03C0000"][-2:] == b"\x6e\x00"
 
 
-# -- 6982 on each kind of secure-messaged APDU (§7.1 table, §7.3 row 6) -------------------
+# -- 6982 on each kind of secure-messaged APDU ---------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -596,7 +597,7 @@ async def test_card_side_mac_failure_knob_gives_the_same_status(world) -> None:
 async def test_cert_loop_failure_auto_format(world, ins: int) -> None:
     # Faithful: the auto-format reuses the session's card-manager selection, so its GP
     # commands reach the CoolKey applet, INSTALL is refused, and END_OP is 19 with the
-    # card untouched. With that quirk off the card is wiped and END_OP is 7 (§3).
+    # card untouched. With that quirk off the card is wiped and END_OP is 7.
     for quirks, status, wiped in (
         (frozenset(Quirk), 19, False),
         (frozenset(Quirk) - {Quirk.STICKY_SELECTION}, 7, True),
@@ -614,7 +615,7 @@ async def test_cert_loop_failure_auto_format(world, ins: int) -> None:
         assert (not applet.pins) is wiped, quirks
 
 
-# -- PIN RESET (§4) -----------------------------------------------------------------------
+# -- PIN RESET -----------------------------------------------------------------------------
 
 
 async def test_pin_reset_sets_the_new_pin(world) -> None:
@@ -663,7 +664,7 @@ async def test_pin_reset_without_authentication(world) -> None:
     failed((await tps.run(card, RESET))[0], 14)
 
 
-# -- operations the Java TPS does not implement (tps-protocol §2.2) ------------------------
+# -- operations the Java TPS does not implement --------------------------------------------
 
 
 @pytest.mark.parametrize(

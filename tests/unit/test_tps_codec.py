@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The TPS message codec: every example of the spec byte for byte, round trips, refusals."""
+"""The TPS message codec: ESC's and the Java TPS's wire forms byte for byte, round trips,
+refusals."""
 
 from __future__ import annotations
 
@@ -58,23 +59,24 @@ LDAP_PARAMETERS = (
 )
 CPLC_SELECT = bytes.fromhex("00A4040007A000000003000000")
 
-# (wire bytes, message): every complete example in tps-protocol.md, as given there.
+# (wire bytes, message): messages as ESC (CoolKey_Message.cpp) and the Java TPS
+# (org.dogtagpki.tps.msg) write them.
 GOLDEN: list[tuple[bytes, TpsMessage]] = [
-    # §2.3.1, the captured ESC BEGIN_OP for FORMAT (N = 204).
+    # The captured ESC BEGIN_OP for FORMAT in Dogtag's TPSMessage.java:551 (N = 204).
     (
         b"s=204&msg_type=2&operation=5&extensions=tokenType%3DuserKey%26clientVersion%3DESC+1"
         b"%2E0%2E1%26tokenATR%3D3BFF1400FF8131FE458025A00000005657534336353003003B%26"
         b"statusUpdate%3Dtrue%26extendedLoginRequest%3Dtrue%26",
         BeginOp(OperationType.FORMAT, ESC_EXTENSIONS),
     ),
-    # §2.3.1: ENROLL is identical with operation=1, also N = 204.
+    # ENROLL is identical with operation=1, also N = 204.
     (
         b"s=204&msg_type=2&operation=1&extensions=tokenType%3DuserKey%26clientVersion%3DESC+1"
         b"%2E0%2E1%26tokenATR%3D3BFF1400FF8131FE458025A00000005657534336353003003B%26"
         b"statusUpdate%3Dtrue%26extendedLoginRequest%3Dtrue%26",
         BeginOp(OperationType.ENROLL, ESC_EXTENSIONS),
     ),
-    # §2.3.1 / §3.3: RESET PIN without tokenType, N = 182.
+    # RESET PIN: ESC sends no tokenType, N = 182.
     (
         b"s=182&msg_type=2&operation=3&extensions=clientVersion%3DESC+1%2E0%2E1%26tokenATR%3D"
         b"3BFF1400FF8131FE458025A00000005657534336353003003B%26statusUpdate%3Dtrue%26"
@@ -189,7 +191,8 @@ def test_begin_op_keeps_the_extensions_in_esc_order() -> None:
 
 
 def test_hex_form_card_answer_is_accepted_and_re_sent_in_esc_form() -> None:
-    # tps-protocol §3.1 #20: both forms of the same answer are accepted.
+    # The Java TPS decodes either case and form (Util.uriDecodeFromHex): both forms of the
+    # same answer are accepted.
     hex_form = decode(b"s=50&msg_type=10&pdu_size=6&pdu_data=%58%76%80%72%90%00")
     assert hex_form == TokenPduResponse(bytes.fromhex("587680729000"))
     assert encode(hex_form) == b"s=44&msg_type=10&pdu_size=6&pdu_data=Xv%80r%90%00"
@@ -276,7 +279,8 @@ def test_percent_decode_rejects_broken_escapes(text: str) -> None:
 
 
 def _decode_byte_by_byte(text: str) -> bytes | None:
-    """The reading §1.4 describes, one byte at a time; None where it is broken."""
+    """Percent-decoding one byte at a time (``%XY`` a byte, ``+`` a space, anything else
+    literal); None where it is broken."""
     out = bytearray()
     raw = text.encode("ascii")
     index = 0

@@ -17,14 +17,14 @@ from escd.tps.framing import (
     split_frame,
 )
 
-# Server messages from tps-protocol §2.3 and §3.1, exactly as on the wire.
+# Server messages as the Java TPS writes them (org.dogtagpki.tps.msg), exactly as on the wire.
 SERVER_FRAMES = [
     b"s=46&msg_type=9&pdu_size=5&pdu_data=%00%A4%04%00%00",
     b"s=65&msg_type=14&current_state=10&next_task_name=PROGRESS_APPLET_BLOCK",
     b"s=46&msg_type=11&minimum_length=4&maximum_length=10",
     b"s=42&msg_type=13&operation=5&result=0&message=0",
 ]
-# The legacy TPS counts its "\r\n0\r\n" tail inside s= (tps-protocol §1.5).
+# The legacy TPS counts its "\r\n0\r\n" tail inside s= (legacy-pki AP_Session.cpp, WriteMsg).
 LEGACY_END_OP = b"s=47&msg_type=13&operation=5&result=0&message=0\r\n0\r\n"
 
 

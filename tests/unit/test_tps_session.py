@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""``TpsSession`` driven through the worked exchanges of tps-protocol §3, byte for byte.
+"""``TpsSession`` driven through FORMAT, ENROLL and RESET PIN exchanges, byte for byte.
 
-The server side is the spec's message list (wire bytes), the card a small behavioural
-fake that answers by APDU, the user a list of answers. ``converse`` plays the role of the
-operation driver: it executes every action the session returns, encodes client messages
-with the real codec and drops their secrets afterwards, as the edge does.
+The server side is the message list the Java TPS sends (``TPSProcessor.format``,
+``TPSEnrollProcessor.enroll``, ``TPSPinResetProcessor.resetPin``) as wire bytes, the card
+a small behavioural fake that answers by APDU, the user a list of answers. ``converse``
+plays the role of the operation driver: it executes every action the session returns,
+encodes client messages with the real codec and drops their secrets afterwards, as the
+edge does.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from escd.tps.status import StatusSource
 ATR = bytes.fromhex("3BFF1400FF8131FE458025A00000005657534336353003003B")
 VERSION = "0.1.0"
 
-# Server messages of the worked exchanges (tps-protocol §3), as on the wire.
+# Server messages of those exchanges, as on the wire.
 SELECT_DEFAULT = b"s=46&msg_type=9&pdu_size=5&pdu_data=%00%A4%04%00%00"
 SELECT_CARD_MANAGER = (
     b"s=71&msg_type=9&pdu_size=13&pdu_data=%00%A4%04%00%07%A0%00%00%00%03%00%00%00"
@@ -86,7 +88,7 @@ def end_op(operation: int, result: int = 0, message: int = 0) -> bytes:
     return b"s=%d&" % len(body) + body
 
 
-# Client replies, as ESC sends them (tps-protocol §3).
+# Client replies, as ESC sends them (CoolKey_Message.cpp).
 FCI = bytes.fromhex("6F0F8407A0000000030000A5049F6501FF9000")
 FCI_REPLY = (
     b"s=86&msg_type=10&pdu_size=19&pdu_data=o%0F%84%07%A0%00%00%00%03%00%00%A5%04%9Fe%01%FF%90%00"
@@ -186,7 +188,7 @@ def credentials() -> dict[str, Secret | str]:
     return {"UID": "jdoe", "PASSWORD": Secret("p@ss word")}
 
 
-# -- FORMAT, tps-protocol §3.1 -------------------------------------------------------------
+# -- FORMAT --------------------------------------------------------------------------------
 
 FORMAT_SERVER = [
     SELECT_DEFAULT,
@@ -239,7 +241,7 @@ def test_format_conversation_matches_esc_byte_for_byte() -> None:
     ]
     assert talk.progress[2].progress == pytest.approx(0.97)
     assert talk.progress[2].percent == 97
-    # END_OP of format: reset the card, then finish (tps-protocol §2.3.14).
+    # END_OP of format: reset the card, then finish (ESC CoolKeyHandler.cpp:1586-1605).
     assert isinstance(talk.actions[-2], ResetCard)
     assert talk.result is not None and talk.result.succeeded
     assert talk.result.end_op is not None and talk.result.end_op.operation == 5
@@ -294,7 +296,7 @@ def test_begin_op_sends_the_configured_token_type_for_enroll() -> None:
     assert action.message.operation == OperationType.ENROLL
 
 
-# -- ENROLL, tps-protocol §3.2 -------------------------------------------------------------
+# -- ENROLL --------------------------------------------------------------------------------
 
 ENROLL_SERVER = [
     SELECT_COOLKEY,
@@ -331,7 +333,7 @@ def test_enroll_asks_again_for_a_pin_out_of_range_before_answering() -> None:
 
     assert talk.sent[0] == begin_op(OperationType.ENROLL, token_type=True)
     assert LOGIN_REPLY in talk.sent
-    # The server sees one answer only: the PIN within 4..10 (tps-protocol §2.3.11).
+    # The server sees one answer only: the PIN within 4..10.
     assert [m for m in talk.sent if b"msg_type=12" in m] == [PIN_REPLY]
     pin_prompts = [p for p in talk.prompts if p.kind is PromptKind.NEW_PIN]
     assert [p.attempt for p in pin_prompts] == [1, 2, 3]
@@ -385,7 +387,7 @@ def test_new_pin_bounds_that_no_pin_can_meet_are_a_server_error() -> None:
     assert isinstance(finished.result.error, RemoteTpsProtocolError)
 
 
-# -- RESET PIN, tps-protocol §3.3 ----------------------------------------------------------
+# -- RESET PIN -----------------------------------------------------------------------------
 
 RESET_PIN_SERVER = [
     status(10, "PROGRESS_START_PIN_RESET"),
@@ -421,7 +423,7 @@ def test_reset_pin_conversation_reports_non_monotonic_progress_and_keeps_the_car
         echo(100),
     ]
     assert len(talk.sent[0]) == len(b"s=183&") + 183
-    # Values go backwards during an applet upgrade (tps-protocol §2.5).
+    # Values go backwards during an applet upgrade (Dogtag restarts progress after it).
     assert [p.progress for p in talk.progress] == pytest.approx([0.1, 0.15, 0.05, 0.11, 1.0])
     # ESC does not reset the card after RESET PIN.
     assert not any(isinstance(a, ResetCard) for a in talk.actions)
@@ -456,7 +458,7 @@ def test_end_op_failure_is_a_tps_status(code: int, wording: str) -> None:
 
 
 def test_unimplemented_operation_is_refused_without_a_reset() -> None:
-    # The Java TPS answers UNBLOCK and RENEW with result=1, message=0 (tps-protocol §2.2).
+    # The Java TPS answers UNBLOCK and RENEW with result=1, message=0 (TPSSession.java).
     session = TpsSession(OperationType.UNBLOCK, atr=ATR, version=VERSION)
     talk = converse(session, [end_op(2, 1, 0)])
     assert talk.result is not None
