@@ -160,6 +160,7 @@ class PcscCardSession:
         self._context = context
         self._owns_context = owns_context
         self._reader = reader
+        self._transmit_what = f"sending a command to the card in {reader}"
         self._card: int | None = None
         self._in_transaction = False
         try:
@@ -211,17 +212,15 @@ class PcscCardSession:
         pci = (
             scard.SCARD_PCI_T1 if self._protocol == scard.SCARD_PROTOCOL_T1 else scard.SCARD_PCI_T0
         )
-        logger.log(TRAFFIC, "%s > %s", self._reader, describe_apdu(apdu))
+        # Once per APDU: describe only what will be written (TRAFFIC is normally off).
+        traffic = logger.isEnabledFor(TRAFFIC)
+        if traffic:
+            logger.log(TRAFFIC, "%s > %s", self._reader, describe_apdu(apdu))
         response = bytes(
-            _call(
-                scard.SCardTransmit,
-                card,
-                pci,
-                list(apdu),
-                what=f"sending a command to the card in {self._reader}",
-            )
+            _call(scard.SCardTransmit, card, pci, list(apdu), what=self._transmit_what)
         )
-        logger.log(TRAFFIC, "%s < %s", self._reader, describe_response(response))
+        if traffic:
+            logger.log(TRAFFIC, "%s < %s", self._reader, describe_response(response))
         return response
 
     def begin_transaction(self) -> None:
