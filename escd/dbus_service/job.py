@@ -4,9 +4,10 @@
 ``JobInterface`` shows one ``escd.jobs.Job`` (UDisks2 Job + xdg-desktop-portal Request;
 specs: D-Bus API §4.2): its properties, ``Cancel`` and the ``Completed`` signal.
 ``JobExporter`` follows the ``JobManager``: a job is exported before the method that
-started it replies (so the caller can read it at once), updated while it runs, announces
-``Completed`` when it ends, and is unexported when its grace period is over. It also
-tells the token object that its ``Job`` and ``LastOperation`` changed.
+started it replies (so the caller can read it at once), updated while it runs (TPS
+progress once per loop turn, state changes at once), announces ``Completed`` when it
+ends, and is unexported when its grace period is over. It also tells the token object
+that its ``Job`` and ``LastOperation`` changed.
 
 Must not: decide anything about jobs (``escd.jobs`` does) or carry a secret: results are
 status codes and escd's own wording.
@@ -14,6 +15,7 @@ status codes and escd's own wording.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Annotated, Any, Protocol
@@ -50,6 +52,11 @@ PROPERTY_OF_ATTRIBUTE = {
     "result": "Result",
 }
 
+#: What a TPS status update changes. Their signal waits until the task that reported
+#: them yields (the reply to the TPS is on its way by then): one signal per loop turn,
+#: sent while the daemon waits for the TPS instead of before it answers.
+_PROGRESS_ATTRIBUTES = frozenset({"progress", "progress_valid", "tps_stage", "tps_task"})
+
 DBusCompleted = Annotated[tuple[int, str, dict[str, Any]], DBusSignature("usa{sv}")]
 
 
@@ -64,6 +71,8 @@ class JobInterface(ServiceInterface):
         super().__init__(JOB_INTERFACE)
         self._job = job
         self._actions = actions
+        #: Properties changed but not yet announced.
+        self._unannounced: set[str] = set()
 
     @property
     def job(self) -> Job:
@@ -127,7 +136,23 @@ class JobInterface(ServiceInterface):
         return (int(result.state), result.outcome.error, to_vardict(result.details()))
 
     def update(self, changed: frozenset[str]) -> None:
-        names = sorted({PROPERTY_OF_ATTRIBUTE[a] for a in changed if a in PROPERTY_OF_ATTRIBUTE})
+        """Announce ``changed``: progress at the end of this loop turn, the rest at once
+        (with any progress still unannounced, so signals keep the order of changes)."""
+        names = {PROPERTY_OF_ATTRIBUTE[a] for a in changed if a in PROPERTY_OF_ATTRIBUTE}
+        if not names:
+            return
+        if changed <= _PROGRESS_ATTRIBUTES:
+            if not self._unannounced:
+                asyncio.get_running_loop().call_soon(self.announce)
+            self._unannounced |= names
+            return
+        self._unannounced |= names
+        self.announce()
+
+    def announce(self) -> None:
+        """Emit ``PropertiesChanged`` for what changed since the last announcement."""
+        names = sorted(self._unannounced)
+        self._unannounced.clear()
         if names:
             self.emit_properties_changed({name: getattr(self, name) for name in names})
 
