@@ -28,6 +28,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from dbus_fast import DBusError
@@ -68,13 +69,15 @@ from escd.operation import OperationRequest, TpsOperations
 from escd.pcsc.backend import PcscReaderBackend
 from escd.pcsc.connection import PcscCardSession
 from escd.phonehome.cache import TokenStore
-from escd.phonehome.client import create_client
 from escd.phonehome.job import AgentUrlAsker, PhoneHomeWork
 from escd.phonehome.service import PhoneHomeService
 from escd.readers import ReaderBackend
 from escd.tokens import RegistryEvent, TokenRecord, TokenRegistry
 from escd.tps.connection import TpsConnection
 from escd.trust import TrustStore, check_url_allowed
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -479,12 +482,11 @@ class Daemon:
         recovered = self.token_store.recover()
         logger.debug("%d token settings files in %s", len(recovered), self.token_store.directory)
         _warn_global_phone_home_url(self._config)
-        client = create_client(self.trust.ssl_context_for, timeout=self._config.phone_home.timeout)
         self._phone_home = PhoneHomeService(
             self.registry,
             self.token_store,
             lambda: self._config,
-            client,
+            self._phone_home_client,
             tasks.create_task,
             self.ring,
         )
@@ -498,6 +500,14 @@ class Daemon:
             config_paths=lambda: self._config_files or config_paths(),
             certificate_timeout=self._config.phone_home.timeout,
         )
+
+    def _phone_home_client(self) -> httpx.AsyncClient:
+        """Phone home's HTTP client, trusting what the trust store says (built on first use)."""
+        # Imported here: httpx is loaded only when phone home first fetches something
+        # (escd.phonehome.service), not at start.
+        from escd.phonehome.client import create_client
+
+        return create_client(self.trust.ssl_context_for, timeout=self._config.phone_home.timeout)
 
     async def _offer_legacy_import(self) -> None:
         try:

@@ -35,9 +35,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from escd.config import Config
 from escd.errors import EscdError, NetworkError, NoSuchTokenError, PhoneHomeError
@@ -55,13 +53,17 @@ from escd.phonehome.cache import (
     is_fresh,
     resolve_phone_home_url,
 )
-from escd.phonehome.client import fetch_service_info
 from escd.tokens import RegistryEvent, TokenAppeared, TokenChanged, TokenGone, TokenRegistry
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
 #: Asks a user (through an agent) for a token's Phone Home URL; "" when nobody answered.
 AskUrl = Callable[[str], Awaitable[str]]
+#: Builds the HTTP client, once, when the first answer is fetched.
+MakeClient = Callable[[], "httpx.AsyncClient"]
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
 
@@ -96,7 +98,7 @@ class PhoneHomeService:
         registry: TokenRegistry,
         store: TokenStore,
         config: Callable[[], Config],
-        client: httpx.AsyncClient,
+        client: MakeClient,
         spawn: Spawn,
         ring: EventRing,
         *,
@@ -105,7 +107,8 @@ class PhoneHomeService:
         self._registry = registry
         self._store = store
         self._config = config
-        self._client = client
+        self._make_client = client
+        self._client: httpx.AsyncClient | None = None
         self._spawn = spawn
         self._ring = ring
         self._clock = clock
@@ -134,7 +137,8 @@ class PhoneHomeService:
 
     async def aclose(self) -> None:
         self.stop()
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     def _on_event(self, event: RegistryEvent) -> None:
         match event:
@@ -246,6 +250,13 @@ class PhoneHomeService:
             logger.debug("phone home for %s: the stored answer is fresh", token_id)
             return PhoneHomeOutcome(PhoneHomeState.FETCHED, chosen.value)
         self._publish(token_id, record, PhoneHomeState.RUNNING, chosen.value)
+        # Imported here, not with this module: the HTTP client stack (httpx, ~2.5 MB and
+        # ~40 ms to import) is needed only once an answer is fetched, which a daemon
+        # whose tokens have no Phone Home URL, or fresh stored answers, never does.
+        from escd.phonehome.client import fetch_service_info
+
+        if self._client is None:
+            self._client = self._make_client()
         try:
             info = await fetch_service_info(
                 chosen.value,
