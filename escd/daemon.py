@@ -73,11 +73,12 @@ from escd.phonehome.job import AgentUrlAsker, PhoneHomeWork
 from escd.phonehome.service import PhoneHomeService
 from escd.readers import ReaderBackend
 from escd.tokens import RegistryEvent, TokenRecord, TokenRegistry
-from escd.tps.connection import TpsConnection
 from escd.trust import TrustStore, check_url_allowed
 
 if TYPE_CHECKING:
     import httpx
+
+    from escd.tps.connection import TpsConnection
 
 logger = logging.getLogger(__name__)
 
@@ -368,6 +369,10 @@ class Daemon:
 
     def _connect_tps(self, url: str) -> TpsConnection:
         """A connection to ``url`` that trusts what the trust store says for its host."""
+        # Imported here: the HTTP/1.1 stack (h11) is loaded with the first operation, not
+        # at start; a daemon that only shows tokens never needs it.
+        from escd.tps.connection import TpsConnection
+
         parts = urlsplit(url)
         context = None
         if parts.scheme.lower() == "https":
