@@ -52,7 +52,6 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
 
 from escd.config import TrustConfig, state_dir
 from escd.errors import InsecureUrlError, InvalidArgumentError, NetworkError, TlsUntrustedError
@@ -194,6 +193,10 @@ def _parse_der(der: bytes, label: str) -> builtins.list[x509.Certificate]:
                     "a CERTIFICATE block does not hold a certificate"
                 ) from exc
     if label in ("", "PKCS7", "CERTIFICATE CHAIN"):
+        # Imported here: only a certificate file that is not plain X.509 needs the PKCS#7
+        # code (11 modules, ~0.8 MB), and the daemon reads such files rarely, if ever.
+        from cryptography.hazmat.primitives.serialization import pkcs7
+
         try:
             return builtins.list(pkcs7.load_der_pkcs7_certificates(der))
         except ValueError as exc:
