@@ -231,8 +231,14 @@ class TpsConnection:
         writer = self._writer
         assert writer is not None
         try:
-            async with asyncio.timeout(self._message_timeout):
-                writer.write(data)
+            writer.write(data)
+            if writer.transport.get_write_buffer_size():
+                # The kernel did not take it all: wait, bounded, until it has.
+                async with asyncio.timeout(self._message_timeout):
+                    await writer.drain()
+            else:
+                # Nothing is waiting to be sent, so this does not block (no timer per
+                # message); it still raises if the connection was lost.
                 await writer.drain()
         except TimeoutError as error:
             raise MessageTimeoutError(

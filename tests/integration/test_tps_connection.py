@@ -445,6 +445,38 @@ async def test_silent_server_is_a_message_timeout(serve) -> None:  # type: ignor
             await client.receive()
 
 
+async def test_server_that_stops_reading_is_a_message_timeout_while_sending(serve) -> None:  # type: ignore[no-untyped-def]
+    async def script(side: ServerSide) -> None:
+        await side.read()
+        await asyncio.Event().wait()
+
+    server = await serve(script)
+    async with connection(server, message_timeout=0.3) as client:
+        await client.open(encode(BEGIN))
+        with pytest.raises(MessageTimeoutError, match="took no data"):
+            async with asyncio.timeout(30):  # until the kernel's buffers are full
+                while True:
+                    await client.send(b"s=1048576&" + bytes(1 << 20))
+
+
+async def test_server_gone_is_connection_lost_while_sending(serve) -> None:  # type: ignore[no-untyped-def]
+    gone = asyncio.Event()
+
+    async def script(side: ServerSide) -> None:
+        await side.read()
+        side.abort()
+        gone.set()
+
+    server = await serve(script)
+    async with connection(server) as client:
+        await client.open(encode(BEGIN))
+        await gone.wait()
+        with pytest.raises(ConnectionLostError, match="while sending"):
+            async with asyncio.timeout(5):
+                while True:  # the first write may still be taken before the reset arrives
+                    await client.send_message(TokenPduResponse(b"\x90\x00"))
+
+
 async def test_undecodable_server_message_is_a_remote_protocol_error(serve) -> None:  # type: ignore[no-untyped-def]
     async def script(side: ServerSide) -> None:
         await side.read()
