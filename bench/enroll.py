@@ -2,7 +2,8 @@
 """Benchmark: the cost of relaying an enrollment through escd, and enrollments in parallel.
 
 The simulated Dogtag TPS runs as its own process (``escd-sim tps --plain``), as a real
-server would. Two measurements, printed as ratios against the budgets of DESIGN.md:
+server would. Two measurements, printed as ratios against the budgets of
+docs/architecture.md:
 
 * relay overhead: one enrollment of a freshly formatted simulated card, (a) driven
   directly by escd's ``TpsSession`` and ``TpsConnection`` against the card in this
