@@ -94,7 +94,7 @@ EXIT_CONFIG = 78
 #: ``Manager.Features``: only what this build implements.
 FEATURES: tuple[str, ...] = ("phone-home",)
 
-#: ``Manager.Features`` of the TPS operations (specs: D-Bus API §4.2).
+#: ``Manager.Features`` of the TPS operations (docs/dbus-api.md).
 OPERATION_FEATURES: tuple[str, ...] = ("enroll", "format", "reset-pin", "unblock", "renew")
 #: How long a stopping daemon waits for its jobs to close their connections and cards.
 JOB_STOP_TIMEOUT = 5.0
@@ -112,7 +112,11 @@ def _fail(message: str) -> None:
 
 
 def notify(state: str) -> None:
-    """sd_notify, tolerating a missing or stale ``NOTIFY_SOCKET`` (test-environment §6)."""
+    """sd_notify, tolerating a missing or stale ``NOTIFY_SOCKET``.
+
+    python-systemd's ``notify`` returns False without ``NOTIFY_SOCKET`` but raises
+    ``FileNotFoundError`` when it names a socket that no longer exists.
+    """
     try:
         sd_notify(state)
     except OSError as exc:

@@ -19,7 +19,8 @@ logging.addLevelName(TRAFFIC, "TRAFFIC")
 
 REDACTED = "<redacted>"
 
-#: TPS message keys whose values are secret (tps-protocol §6 item 5).
+#: TPS message keys whose values are secret. ESC logged them in clear at debug level
+#: (ESC CoolKeyHandler.cpp, "sending to RA"); escd never does.
 SECRET_FIELDS = frozenset(
     {"password", "PASSWORD", "new_pin", "pin", "value", "pdu_data", "screen_name_pwd"}
 )

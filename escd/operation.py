@@ -6,7 +6,7 @@ checks the request against the token and the policy (``InvalidStateError``,
 ``NotSupportedError``, ``NotConfiguredError``), resolves the TPS URL and token type
 through the ``TpsResolver`` port, and hands an ``Operation`` to the ``JobManager``.
 
-``Operation`` drives one ``TpsSession`` (tps-protocol §5.7) and carries out its actions:
+``Operation`` drives one ``TpsSession`` and carries out its actions:
 
 * ``SendMessage`` → the TPS connection (``TpsChannel``; TLS trust from the trust store);
 * ``SendApdu`` → the card, on the reader's worker thread, inside one PC/SC transaction
@@ -74,7 +74,7 @@ from escd.trust import check_url_allowed
 
 logger = logging.getLogger(__name__)
 
-#: pcscd polls card presence every 400 ms (test-environment §3): a transmit that fails
+#: pcscd polls card presence every 400 ms (docs/testing.md): a transmit that fails
 #: because the card was pulled may be answered before the removal is reported. A card
 #: failure therefore waits this long for the removal, so that it is named TokenRemoved.
 REMOVAL_GRACE = 1.0
@@ -83,7 +83,8 @@ REMOVAL_GRACE = 1.0
 _NEED_ENROLLED = frozenset({JobKind.RESET_PIN, JobKind.RENEW, JobKind.UNBLOCK})
 #: A GlobalPlatform card with or without the CoolKey applet can be formatted or enrolled.
 _CAN_PERSONALIZE = frozenset({TokenState.NO_APPLET, TokenState.UNINITIALIZED, TokenState.ENROLLED})
-#: The Java TPS answers these with END_OP result=1 message=0: not implemented (§2.2).
+#: The Java TPS answers these with END_OP result=1 message=0: not implemented (Dogtag
+#: TPSSession.java, ``process``).
 _MAY_BE_UNSUPPORTED = frozenset({OperationType.RENEW, OperationType.UNBLOCK})
 
 CONFIRM_FORMAT_PROMPT = Prompt(
@@ -478,7 +479,7 @@ class Operation:
             and end_op.message == TpsStatus.NO_ERROR
             and self._plan.operation in _MAY_BE_UNSUPPORTED
         ):
-            # The Java TPS does not implement renew and unblock (tps-protocol §2.2).
+            # The Java TPS does not implement renew and unblock (Dogtag TPSSession.java).
             return Outcome(
                 NotSupportedError.dbus_name,
                 int(TpsStatus.NO_ERROR),
