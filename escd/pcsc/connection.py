@@ -63,7 +63,7 @@ _MESSAGES = {
     _code(scard.SCARD_E_PROTO_MISMATCH): "the card offers neither T=0 nor T=1",
     _code(scard.SCARD_E_TIMEOUT): "the reader timed out",
     # What pcscd answers while a card pulled mid-command is not yet noticed as removed
-    # (its presence poll runs every 400 ms, test-environment §3).
+    # (its presence poll runs every 400 ms, docs/testing.md).
     _code(scard.SCARD_E_NOT_TRANSACTED): "the reader could not exchange the command "
     "(was the card pulled?)",
 }

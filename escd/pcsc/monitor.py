@@ -4,7 +4,7 @@
 ``ReaderMonitor`` owns a PC/SC context on a dedicated thread that blocks in
 ``SCardGetStatusChange`` over every reader plus the ``\\\\?PnP?\\Notification``
 pseudo-reader, with an infinite timeout, so an idle daemon makes no wake-ups of its own
-(test-environment §3: 0 ms CPU in 20 s). It turns what pcscd reports into
+(``bench/idle.py`` measures its idle CPU). It turns what pcscd reports into
 ``escd.readers`` events: readers added and removed, cards inserted and removed (cards
 already present at start-up included), mute and exclusively-used readers, and the state
 of the service itself. ``stop`` ends the wait with ``SCardCancel``.
