@@ -8,7 +8,7 @@ file holds three separate things, never mixed:
   UI URL, issuer name, Phone Home URL, enrolled-token URLs; ESC manual §3.3.3). They win
   over anything fetched and escd itself never changes them.
 * ``agent_phone_home_url``: the Phone Home URL a user typed when asked (ESC's dialog,
-  tps-protocol §4.1 step 5), remembered so they are asked once. Not an admin value: a
+  ESC.js ``DoPhoneHome``), remembered so they are asked once. Not an admin value: a
   URL on the card or a configured global URL comes first.
 * ``phone_home``: the last phone-home answer, when it was fetched and from where, used
   while fresh and as a fallback when the server cannot be reached.
@@ -156,8 +156,9 @@ def resolve_phone_home_url(
 ) -> Sourced:
     """The Phone Home URL to use: admin → card → configured global → remembered from the agent.
 
-    ESC's order is card, then ``esc.global.phone.home.url``, then the dialog (tps-protocol
-    §4.1); an administrator's per-token URL overrides all of them (ESC manual §3.3.3).
+    ESC's order is card, then ``esc.global.phone.home.url``, then the dialog (ESC.js
+    ``DoPhoneHome``); an administrator's per-token URL overrides all of them (ESC manual
+    §3.3.3).
     """
     config = config or PhoneHomeConfig()
     if record.admin.phone_home_url:

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Phone home over the network: ``GET <url>?cuid=<cuid>`` with httpx, bounded and trust-checked.
 
-Owns the HTTP side of phone home (tps-protocol §4.2): building the request URL, the
+Owns the HTTP side of phone home (ESC.js ``phoneHome``): building the request URL, the
 plain-http policy, redirects, the size cap, timeouts, and turning httpx's and ssl's
 exceptions into escd's (``NetworkError`` and its ``TlsUntrustedError`` and
 ``InsecureUrlError``, or ``PhoneHomeError`` when the server answered but not usefully).
@@ -46,7 +46,7 @@ ContextFor = Callable[[str, int], ssl.SSLContext]
 
 
 def phone_home_request_url(url: str, cuid: str) -> str:
-    """``url`` with ``cuid=<cuid>`` added to its query (tps-protocol §4.2).
+    """``url`` with ``cuid=<cuid>`` added to its query (ESC.js ``phoneHome``).
 
     ESC always appended ``"?cuid="``, which breaks a URL that already has a query; we
     append with ``&`` then. A ``cuid`` already in the query (a URL copied from ESC's

@@ -3,11 +3,12 @@
 
 Pure: bytes in, a frozen ``PhoneHomeInfo`` or a ``PhoneHomeError(reason)`` out. No
 sockets, no httpx, no logging (the client logs). The answer is untrusted input (it is
-usually fetched over plain http, tps-protocol §6.2), so it goes through defusedxml with
+usually fetched over plain http: the issuer URL Dogtag writes to cards by default is an
+http one, TPS CS.cfg ``op.*.issuerinfo.value``), so it goes through defusedxml with
 DTDs, entities and external references forbidden, after a size check made before any
 parsing.
 
-What ESC requires (tps-protocol §4.3) we require: a ``ServiceInfo`` root, a non-empty
+What ESC requires (ESC.js ``phoneHome``) we require: a ``ServiceInfo`` root, a non-empty
 ``IssuerName`` and a ``Services`` element. Every element child of ``Services`` is kept,
 in order, unknown ones included, so the cache can show what the server said. URLs are
 checked for form only (http or https, with a host); whether plain http may be used is

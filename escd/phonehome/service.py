@@ -3,7 +3,7 @@
 
 ``PhoneHomeService`` follows the token registry. When a token with a CUID appears (or its
 card's Phone Home URL changes) it runs, in a background task of its own, ESC's
-``DoPhoneHome`` (tps-protocol §4.1) with escd's rules:
+``DoPhoneHome`` (ESC.js) with escd's rules:
 
 1. The URL: an administrator's per-token URL, else the one on the card, else
    ``phone_home.global_url``, else the one the user gave for this token before, else
@@ -165,7 +165,7 @@ class PhoneHomeService:
         try:
             token = self._registry.token(token_id)
             if not token.cuid:
-                return  # ESC phones home only for tokens with a CUID (tps-protocol §4.1).
+                return  # ESC phones home only for tokens with a CUID (ESC.js DoPhoneHome).
             if not self._config().phone_home.enabled:
                 record = await asyncio.to_thread(self._store.load, token_id)
                 state = (
