@@ -7,7 +7,10 @@ tab / "Add Exception"). It hands out ``ssl.SSLContext`` objects that both TLS cl
 use: the TPS connection (h11 over ``asyncio.open_connection(ssl=…)``) and phone home
 (httpx). It also holds the plain-http policy (``check_url_allowed``).
 
-Trust rules (tps-protocol §1.6 and §6.1: ESC accepted almost any certificate; we don't):
+Trust rules (ESC accepted almost any certificate, and plain http TPS URLs: its bad-cert
+hooks let unknown issuers, expired certificates and bad signatures through, ESC
+rhCoolKey.cpp ``badCertHandler`` and NssHttpClient engine.cpp ``myBadCertHandler``; we
+don't):
 
 * A host:port without a pin is verified in full, chain and host name, against the
   system CAs (``trust.system_cas``), the CAs in ``trust.shared_dir`` and the imported ones.
