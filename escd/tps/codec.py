@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""TPS messages to and from their wire text: ``s=<N>&msg_type=<T>&k=v&…`` (tps-protocol §1.4, §2.3).
+"""TPS messages to and from their wire text: ``s=<N>&msg_type=<T>&k=v&…``.
 
 This module owns the byte layout of every message: key order (ESC's for client
 messages, Java's for server messages), the three percent-encodings, and what a peer
-must never be sent.
+must never be sent. The layouts are those of ESC's CoolKey_Message.cpp and Dogtag's
+TPSMessage.java and ``org.dogtagpki.tps.msg`` classes.
 
 * Rule 1: a message class is turned into text by the one ``_Entry`` registered for its
   ``MessageType`` (a table, not a switch); nothing else in escd writes or parses fields.
@@ -17,12 +18,14 @@ Both directions are implemented, so the client (escd) and the simulated Dogtag T
 
 * client messages are written as ESC writes them: ESC-form (``esc_encode``) for BEGIN_OP
   ``extensions``, login ids and values and TOKEN_PDU_RESPONSE ``pdu_data``; ``new_pin``
-  and the SecurID values raw, as ESC and the Java TPS expect (§2.3.6, §2.3.11);
+  and the SecurID values raw, as ESC sends them (ESC CoolKey_Message.cpp) and the Java
+  TPS reads ``new_pin`` (Dogtag TPSMessage.java, ``createMessage``);
 * server messages are written as the Java TPS writes them: hex-form (``hex_encode``) for
   TOKEN_PDU_REQUEST ``pdu_data``, Java ``URLEncoder`` form (``java_urlencode``) for the
   extended-login texts, the status-update task name and the ASQ question;
 * decoding accepts ``%xx`` in either case, ``+`` for space, and the legacy END_OP whose
-  counted body ends in ``\\r\\n0\\r\\n`` (§1.5); texts are UTF-8 after percent-decoding.
+  counted body ends in ``\\r\\n0\\r\\n`` (legacy TPS AP_Session.cpp, ``WriteMsg``); texts
+  are UTF-8 after percent-decoding.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ from escd.tps.messages import (
 _ALNUM = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _JAVA_SAFE = _ALNUM | frozenset(b".*_-")
 #: Characters a raw (unencoded) value must not contain: they would end the value or the
-#: pair, or be decoded by the legacy TPS but not by the Java one (§2.3.11).
+#: pair, or be decoded by the legacy TPS but not by the Java one (legacy TPS
+#: AP_Session.cpp URL-decodes every value; Dogtag TPSMessage.java takes ``new_pin`` raw).
 _RAW_FORBIDDEN = frozenset("&=%+")
 _MAX_NUMBER = 999_999_999
 _RESERVED_KEYS = frozenset({"s", "msg_type"})
@@ -73,7 +77,7 @@ _PARAMETER_KEY = re.compile(r"required_parameter([0-9]{1,6})")
 _BROKEN_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
-# -- the three encodings (§1.4) ------------------------------------------------------------
+# -- the three encodings -------------------------------------------------------------------
 
 
 def _form(safe: frozenset[int]) -> tuple[str, ...]:
@@ -125,10 +129,12 @@ def _decode_text(text: str, what: str) -> str:
 
 
 def unsafe_pin_reason(pin: str) -> str | None:
-    """Why ``pin`` cannot travel raw in NEW_PIN_RESPONSE, or None if it can (§2.3.11).
+    """Why ``pin`` cannot travel raw in NEW_PIN_RESPONSE, or None if it can.
 
-    Both servers read ``new_pin`` differently (Java raw, legacy URL-decoded), so only
-    printable ASCII without ``&``, ``=``, ``%`` and ``+`` means the same PIN to both.
+    Both servers read ``new_pin`` differently (Java raw, Dogtag TPSMessage.java
+    ``createMessage``; legacy URL-decoded, legacy TPS AP_Session.cpp ``create_pblock``),
+    so only printable ASCII without ``&``, ``=``, ``%`` and ``+`` means the same PIN to
+    both.
     """
     if not pin:
         return "the PIN is empty"
@@ -152,7 +158,8 @@ def _number(value: int, what: str) -> str:
 
 
 def _required_text(value: str, what: str) -> str:
-    # Java drops pairs with an empty value, then fails on the missing field (§1.4).
+    # Java drops pairs with an empty value, then fails on the missing field (Dogtag
+    # TPSMessage.java, ``decode``).
     if not value:
         raise LocalTpsProtocolError(f"refusing to send an empty {what}")
     return value
@@ -179,7 +186,8 @@ def _no_separator(value: str, what: str, forbidden: str = "&") -> str:
 
 
 def _extension(name: str, value: str) -> str:
-    # An empty name or value, or an extra '&' or '=', crashes the Java TPS (§2.3.1).
+    # An empty name or value, or an extra '&' or '=', crashes the Java TPS (Dogtag
+    # TPSMessage.java, ``decodeToMap``).
     _no_separator(_required_text(name, "extension name"), "extension name", "&=")
     _no_separator(_required_text(value, f"{name} extension"), f"{name} extension", "&=")
     return f"{name}={value}&"
@@ -188,7 +196,8 @@ def _extension(name: str, value: str) -> str:
 def _encode_begin_op(message: BeginOp) -> _Pairs:
     pairs = [("operation", _number(message.operation, "operation"))]
     if message.extensions:
-        # ESC writes "name=value&…&" with the trailing '&' (§2.3.1); Java's split drops it.
+        # ESC writes "name=value&…&" with the trailing '&' (the capture in Dogtag
+        # TPSMessage.java:551 ends in %26); Java's split drops it.
         text = "".join(_extension(name, value) for name, value in message.extensions)
         pairs.append(("extensions", esc_encode(text.encode("utf-8"))))
     return pairs
@@ -211,7 +220,7 @@ def _encode_login_response(message: LoginResponse) -> _Pairs:
 
 
 def _parameter_text(parameter: AuthParameter) -> str:
-    # AuthUIParameter.toString writes these five keys unescaped (§2.3.4).
+    # Dogtag's AuthUIParameter.toString writes these five keys unescaped.
     ident = _no_separator(_required_text(parameter.id, "parameter id"), "parameter id", "&=")
     fields = (
         ("name", parameter.name),
@@ -266,7 +275,8 @@ def _encode_securid_request(message: SecurIdRequest) -> _Pairs:
 
 
 def _encode_securid_response(message: SecurIdResponse) -> _Pairs:
-    # Raw and possibly empty, exactly as ESC sends it (§2.3.6).
+    # Raw and possibly empty, exactly as ESC sends it (ESC CoolKey_Message.cpp,
+    # ``eCKMessage_SECURID_RESPONSE``).
     return [
         ("pin", _raw(_reveal(message.pin, "SecurID PIN"), "SecurID PIN")),
         ("value", _raw(_reveal(message.value, "SecurID value"), "SecurID value")),
@@ -292,7 +302,8 @@ def _encode_token_pdu_request(message: TokenPduRequest) -> _Pairs:
 
 
 def _encode_token_pdu_response(message: TokenPduResponse) -> _Pairs:
-    # pdu_size before pdu_data, ESC's order (§2.3.9).
+    # pdu_size before pdu_data, ESC's order (ESC CoolKey_Message.cpp,
+    # ``eCKMessage_TOKEN_PDU_RESPONSE``).
     if not message.response:
         raise LocalTpsProtocolError("refusing to send an empty card response")
     return [
@@ -434,7 +445,8 @@ def _decode_extended_login_request(fields: _Fields) -> ExtendedLoginRequest:
     return ExtendedLoginRequest(
         title=fields.optional_text("title"),
         description=fields.optional_text("description"),
-        # Numeric order: ESC's text order put required_parameter10 before 2 (§2.3.4).
+        # Numeric order: ESC's text order put required_parameter10 before 2 (ESC
+        # CoolKey_Message.cpp walks a std::map, ``eCKMessage_EXTENDED_LOGIN_REQUEST``).
         parameters=tuple(numbered[index] for index in sorted(numbered)),
         invalid_pw=fields.number("invalid_login" if legacy else "invalid_pw", 0),
         blocked=fields.number("blocked", 0),
@@ -480,7 +492,8 @@ def _decode_asq_response(fields: _Fields) -> AsqResponse:
 def _pdu(fields: _Fields) -> bytes:
     size = fields.number("pdu_size")
     data = fields.data("pdu_data")
-    # Java and the legacy TPS both insist on an exact match; ESC never checked (§1.4, §6.8).
+    # Java and the legacy TPS both insist on an exact match (Dogtag TokenPDUResponseMsg.java;
+    # legacy TPS AP_Session.cpp, ``ReadMsg``); ESC never checked.
     if len(data) != size:
         raise RemoteTpsProtocolError(
             f"{fields.message_type.name} pdu_size is {size} but pdu_data has {len(data)} bytes"
@@ -501,7 +514,8 @@ def _decode_new_pin_request(fields: _Fields) -> NewPinRequest:
 
 
 def _decode_new_pin_response(fields: _Fields) -> NewPinResponse:
-    # Java takes new_pin raw, without URL-decoding (§2.3.11).
+    # Java takes new_pin raw, without URL-decoding (Dogtag TPSMessage.java,
+    # ``createMessage``).
     return NewPinResponse(Secret(fields.required("new_pin")))
 
 
@@ -612,7 +626,8 @@ def decode_body(body: bytes) -> Message:
     except ValueError as error:
         raise RemoteTpsProtocolError(f"unknown msg_type {digits}") from error
     if message_type is MessageType.END_OP:
-        # The legacy TPS ends END_OP with "\r\n0\r\n" inside the counted body (§1.5).
+        # The legacy TPS ends END_OP with "\r\n0\r\n" inside the counted body (legacy TPS
+        # AP_Session.cpp, ``WriteMsg``).
         pairs = [(key, re.split(r"[\r\n]", value, maxsplit=1)[0]) for key, value in pairs]
     for key, value in pairs:
         if not (key + value).isprintable():
@@ -652,8 +667,9 @@ def redacted(message: TpsMessage | bytes) -> str:
     """One line describing ``message`` for TRAFFIC logs: no secret, no APDU data.
 
     APDUs show as header and length (``00 A4 04 00 +8 bytes``), card answers as status
-    word and length (tps-protocol §6 items 3-5). A frame that does not decode is shown
-    by its size only.
+    word and length: APDU data carries the new PIN (SET PIN, Dogtag SecureChannel.java)
+    and certificates, which ESC logged in clear (ESC CoolKeyHandler.cpp). A frame that
+    does not decode is shown by its size only.
     """
     if isinstance(message, bytes):
         data = message

@@ -3,8 +3,9 @@
 
 One TCP (usually TLS) connection, one ``POST`` with a chunked request body that stays
 open for the whole operation, and a chunked response read *while* that body is still
-open (tps-protocol §0 item 1, §1.2-1.3). httpx/httpcore send the whole request body
-before reading, so h11 is driven directly here over asyncio streams.
+open (Dogtag TPSServlet.java and TPSConnection.java; ESC httpClientNss.cpp,
+``httpSendChunked``). httpx/httpcore send the whole request body before reading, so h11
+is driven directly here over asyncio streams.
 
 This module is the edge of the TPS protocol:
 
@@ -57,9 +58,9 @@ from escd.trust import check_url_allowed, describe_untrusted, normalize_host
 
 logger = logging.getLogger(__name__)
 
-#: ESC's shipped ``esc.tps.message.timeout`` (tps-protocol §1.7).
+#: ESC's shipped ``esc.tps.message.timeout`` (ESC esc-prefs.js).
 DEFAULT_MESSAGE_TIMEOUT = 90.0
-#: ESC's connect timeout (``_doConnect``, tps-protocol §1.7).
+#: ESC's connect timeout (ESC NssHttpClient engine.h, ``_doConnect``).
 DEFAULT_CONNECT_TIMEOUT = 30.0
 #: How long ``finish`` waits for the end of the response after END_OP.
 DEFAULT_FINISH_TIMEOUT = 5.0
@@ -88,7 +89,11 @@ class TpsConnection:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_message_size: int = DEFAULT_MAX_INCOMING,
     ) -> None:
-        """Check ``url`` at once: https, or http to an origin in ``allow_http`` (§6.1).
+        """Check ``url`` at once: https, or http to an origin in ``allow_http``.
+
+        Over plain http the login password and the new PIN would cross the network in
+        clear; ESC took any ``http://`` TPS URL (ESC CoolKeyHandler.cpp,
+        ``CollectPreferences``).
 
         ``ssl_context`` decides whom to trust (``escd.trust`` builds it); for https
         without one, the system's default trust is used.
@@ -98,7 +103,8 @@ class TpsConnection:
         self._url = url
         self._tls = parts.scheme.lower() == "https"
         self._host = normalize_host(parts.hostname or "")
-        # ESC assumed port 80 even for https (§1.1); the scheme's port is right.
+        # ESC assumed port 80 even for https (ESC CoolKeyHandler.cpp, CollectPreferences);
+        # the scheme's port is right.
         self._port = parts.port or (443 if self._tls else 80)
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         shown = f"[{self._host}]" if ":" in self._host else self._host
@@ -196,7 +202,8 @@ class TpsConnection:
         try:
             frame = codec.encode(message)
         finally:
-            # The secrets live on only in the encoded bytes (tps-protocol §6 item 9).
+            # The secrets live on only in the encoded bytes; ESC kept them until its handler
+            # was destroyed (ESC CoolKeyHandler.cpp, mCharPIN, mCharScreenNamePwd).
             for secret in secrets_of(message):
                 secret.drop()
         await self.send(frame)
@@ -299,7 +306,7 @@ class TpsConnection:
             for frame in self._framer.feed(bytes(event.data)):
                 self._received.append(codec.decode(frame))
             return
-        # EndOfMessage, ConnectionClosed: the response is over without END_OP (§1.3).
+        # EndOfMessage, ConnectionClosed: the response is over without END_OP.
         self._ended = True
         middle = " in the middle of a message" if self._framer.pending else ""
         raise ConnectionLostError(f"the TPS ended the conversation{middle}")
@@ -340,8 +347,9 @@ class TpsConnection:
     async def finish(self, timeout: float = DEFAULT_FINISH_TIMEOUT) -> None:
         """After END_OP: send the last chunk ``0\\r\\n\\r\\n``, read the response's end, close.
 
-        ESC only closed; sending the last chunk is the clean HTTP ending (§1.3). Waiting
-        for the server's end is best effort: the operation is already decided.
+        ESC only closed (ESC CoolKeyHandler.cpp, ``HttpProcessEndOp``); sending the last
+        chunk is the clean HTTP ending. Waiting for the server's end is best effort: the
+        operation is already decided.
         """
         if self._writer is not None and not self._closed:
             with contextlib.suppress(

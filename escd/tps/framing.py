@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""``s=<N>&<body>`` framing of TPS messages over a de-chunked byte stream (tps-protocol §1.3-1.4).
+"""``s=<N>&<body>`` framing of TPS messages over a de-chunked byte stream.
 
 This module owns the message boundaries and nothing else:
 
 * Rule 1: frames are found by the ``s=`` length, never by HTTP chunk boundaries, newlines
   or anything else in the stream. The Java server reads the client stream this way
-  (``TPSConnection.read()``), and a re-chunking proxy may split or join server chunks.
+  (Dogtag ``TPSConnection.read()``), and a re-chunking proxy may split or join server
+  chunks.
 * Rule 2: no I/O and no decoding. ``MessageFramer.feed`` takes whatever bytes arrived and
   returns whole frames; what is inside a frame is ``escd.tps.codec``'s business.
 
@@ -16,11 +17,16 @@ from __future__ import annotations
 
 from escd.errors import LocalTpsProtocolError, RemoteTpsProtocolError
 
-#: Largest body the Java TPS reads (``tps.connection.maxMessageSize``, default 9999, §1.8).
+#: Largest body the Java TPS reads (``tps.connection.maxMessageSize``, default 9999 in
+#: Dogtag's TPS CS.cfg; checked in TPSConnection.java, ``read``).
 JAVA_MAX_MESSAGE = 9999
-#: Largest body the legacy C++ TPS reads: at most three length digits (§1.8).
+#: Largest body the legacy C++ TPS reads: at most three length digits (legacy TPS
+#: AP_Session.cpp, ``GetMsgLen``).
 LEGACY_MAX_MESSAGE = 999
-#: Default limit for incoming frames: "accept server messages up to at least 64 KiB" (§1.8).
+#: Default limit for incoming frames, far above what a TPS sends: its largest messages,
+#: APDUs of ``channel.blocksize`` bytes (224 in Dogtag's TPS CS.cfg) with header and MAC,
+#: are under 1 KiB encoded, and ESC read at most 4 KiB per message (ESC response.cpp,
+#: ``_handleChunkedConversation``).
 DEFAULT_MAX_INCOMING = 64 * 1024
 
 _PREFIX = b"s="
@@ -76,7 +82,8 @@ class MessageFramer:
         buffer = self._buffer
         if not buffer:
             return None
-        # Java reads one byte, then insists on '='; we insist on the whole "s=" (§1.4).
+        # Java reads one byte, then insists on '=' (Dogtag TPSConnection.java, read); we
+        # insist on the whole "s=".
         for index, expected in enumerate(_PREFIX[: len(buffer)]):
             if buffer[index] != expected:
                 raise RemoteTpsProtocolError(
@@ -90,7 +97,8 @@ class MessageFramer:
         digits = bytes(buffer[len(_PREFIX) : amp])
         if len(digits) > self._max_digits:
             raise RemoteTpsProtocolError(f"message length has more than {self._max_digits} digits")
-        # The Java server's digit loop lets one leading zero through; nobody sends one (§1.8).
+        # The Java server's digit loop lets one leading zero through (Dogtag
+        # TPSConnection.java, read); nobody sends one.
         if digits.startswith(b"0"):
             raise RemoteTpsProtocolError("message length has a leading zero")
         if amp == len(buffer):
@@ -115,7 +123,7 @@ class MessageFramer:
 
 
 def frame(body: bytes, *, limit: int = JAVA_MAX_MESSAGE) -> bytes:
-    """``s=<len(body)>&<body>``; refuse a body the receiving server would not read (§1.8)."""
+    """``s=<len(body)>&<body>``; refuse a body the receiving server would not read."""
     if not body:
         raise LocalTpsProtocolError("refusing to send an empty message")
     if len(body) > limit:

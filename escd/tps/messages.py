@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The TPS messages as typed values: one frozen dataclass per ``msg_type`` (tps-protocol §2).
+"""The TPS messages as typed values: one frozen dataclass per ``msg_type``.
 
 This module owns *what* a message says, never *how* it travels:
 
@@ -10,13 +10,15 @@ This module owns *what* a message says, never *how* it travels:
 
 The classes serve both ends of the conversation: escd (the client) builds the ``C→S``
 messages and reads the ``S→C`` ones, the simulated TPS (``escd.sim``) does the opposite
-with the same classes and the same codec.
+with the same classes and the same codec. Each matches one of Dogtag's
+``org.dogtagpki.tps.msg`` classes (``BeginOpMsg``, ``TokenPDURequestMsg``, …) and of
+ESC's ``eCKMessage_*`` classes (ESC CoolKey_Message.h).
 
 Secrets (passwords, extended-login values, the new PIN, SecurID values) are held as
 ``escd.log.Secret``, so no ``repr`` shows them; APDUs are shown as header and length
 only, because the server's SET PIN command and some card answers carry secrets
-(tps-protocol §6 item 4). ``secrets_of`` lists the secrets a message carries, so the edge
-can drop them once the message is on the wire.
+(Dogtag SecureChannel.java, SET PIN). ``secrets_of`` lists the secrets a message
+carries, so the edge can drop them once the message is on the wire.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from escd.model import OperationType
 
 @unique
 class MessageType(IntEnum):
-    """``msg_type`` codes; the int mapping of ``TPSMessage.intToMsgType`` (tps-protocol §2.1)."""
+    """``msg_type`` codes: Dogtag's ``TPSMessage.intToMsgType``, not its enum's ordinals."""
 
     BEGIN_OP = 2
     LOGIN_REQUEST = 3
@@ -64,7 +66,8 @@ def operation_code(value: int) -> int:
     """``value`` as an ``OperationType`` when it is one; other codes stay plain ints.
 
     Java maps unknown operations to OP_UNDEFINED and answers END_OP ``operation=0``
-    (tps-protocol §2.2), so both ends must be able to carry codes outside 1–5.
+    (Dogtag TPSMessage.java, ``intToOpType``), so both ends must be able to carry codes
+    outside 1–5.
     """
     try:
         return OperationType(value)
@@ -74,10 +77,11 @@ def operation_code(value: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class BeginOp(TpsMessage):
-    """BEGIN_OP (2), C→S: the first message of every session (§2.3.1).
+    """BEGIN_OP (2), C→S: the first message of every session.
 
     ``extensions`` keeps ESC's order (tokenType, clientVersion, tokenATR, statusUpdate,
-    extendedLoginRequest); an empty tuple means the key is left out.
+    extendedLoginRequest; ESC CoolKeyHandler.cpp, ``HttpBeginOpRequest``); an empty tuple
+    means the key is left out.
     """
 
     msg_type: ClassVar[MessageType] = MessageType.BEGIN_OP
@@ -96,7 +100,10 @@ class BeginOp(TpsMessage):
 
 @dataclass(frozen=True, slots=True)
 class LoginRequest(TpsMessage):
-    """LOGIN_REQUEST (3), S→C. Java always sends 0/0; legacy re-sends it on failure (§2.3.2)."""
+    """LOGIN_REQUEST (3), S→C. Java always sends 0/0; legacy re-sends it on failure.
+
+    Dogtag TPSProcessor.java, ``requestLogin``; legacy TPS RA_Enroll_Processor.cpp.
+    """
 
     msg_type: ClassVar[MessageType] = MessageType.LOGIN_REQUEST
     from_server: ClassVar[bool] = True
@@ -107,7 +114,7 @@ class LoginRequest(TpsMessage):
 
 @dataclass(frozen=True, slots=True)
 class LoginResponse(TpsMessage):
-    """LOGIN_RESPONSE (4), C→S: user id and password (§2.3.3)."""
+    """LOGIN_RESPONSE (4), C→S: user id and password."""
 
     msg_type: ClassVar[MessageType] = MessageType.LOGIN_RESPONSE
     from_server: ClassVar[bool] = False
@@ -118,7 +125,7 @@ class LoginResponse(TpsMessage):
 
 @dataclass(frozen=True, slots=True)
 class AuthParameter:
-    """One ``required_parameterN`` of an extended login (``AuthUIParameter``, §2.3.4)."""
+    """One ``required_parameterN`` of an extended login (Dogtag ``AuthUIParameter``)."""
 
     id: str
     name: str = ""
@@ -139,12 +146,13 @@ class AuthParameter:
 
 @dataclass(frozen=True, slots=True)
 class ExtendedLoginRequest(TpsMessage):
-    """EXTENDED_LOGIN_REQUEST (16), S→C: a titled form of typed parameters (§2.3.4).
+    """EXTENDED_LOGIN_REQUEST (16), S→C: a titled form of typed parameters.
 
     ``parameters`` are in ``required_parameterN`` order, N compared as a number (ESC's
     ``std::map`` sorted them as text, so 10 came before 2), except that the ``UID``
-    parameter always comes first, as the Java server orders them (§2.3.4); the rest keep
-    their order. ``legacy_keys`` marks the C++ TPS spelling ``invalid_login`` instead of
+    parameter always comes first, as the Java server orders them (Dogtag
+    ExtendedLoginRequestMsg.java); the rest keep their order.
+    ``legacy_keys`` marks the C++ TPS spelling ``invalid_login`` instead of
     ``invalid_pw``.
     """
 
@@ -166,9 +174,10 @@ class ExtendedLoginRequest(TpsMessage):
 
 @dataclass(frozen=True, slots=True)
 class ExtendedLoginResponse(TpsMessage):
-    """EXTENDED_LOGIN_RESPONSE (17), C→S: one ``id=value`` pair per parameter (§2.3.5).
+    """EXTENDED_LOGIN_RESPONSE (17), C→S: one ``id=value`` pair per parameter.
 
-    The Java TPS reads only ``UID`` and ``PASSWORD``; every value is treated as secret.
+    The Java TPS reads only ``UID`` and ``PASSWORD`` (Dogtag TPSMessage.java,
+    ``createMessage``); every value is treated as secret.
     """
 
     msg_type: ClassVar[MessageType] = MessageType.EXTENDED_LOGIN_RESPONSE
@@ -179,7 +188,11 @@ class ExtendedLoginResponse(TpsMessage):
 
 @dataclass(frozen=True, slots=True)
 class SecurIdRequest(TpsMessage):
-    """SECURID_REQUEST (5), S→C; no current server sends it (§2.3.6)."""
+    """SECURID_REQUEST (5), S→C; no current server sends it.
+
+    Dogtag's ``SecureIdRequestMsg`` is never used; the legacy TPS never calls its
+    ``RequestSecureId``.
+    """
 
     msg_type: ClassVar[MessageType] = MessageType.SECURID_REQUEST
     from_server: ClassVar[bool] = True
@@ -190,7 +203,7 @@ class SecurIdRequest(TpsMessage):
 
 @dataclass(frozen=True, slots=True)
 class SecurIdResponse(TpsMessage):
-    """SECURID_RESPONSE (6), C→S: sent raw, as ESC does (§2.3.6)."""
+    """SECURID_RESPONSE (6), C→S: sent raw, as ESC does (ESC CoolKey_Message.cpp)."""
 
     msg_type: ClassVar[MessageType] = MessageType.SECURID_RESPONSE
     from_server: ClassVar[bool] = False
@@ -201,7 +214,7 @@ class SecurIdResponse(TpsMessage):
 
 @dataclass(frozen=True, slots=True)
 class AsqRequest(TpsMessage):
-    """ASQ_REQUEST (7), S→C; never sent by either server, and escd refuses it (§2.3.7)."""
+    """ASQ_REQUEST (7), S→C; never sent by either server, and escd refuses it."""
 
     msg_type: ClassVar[MessageType] = MessageType.ASQ_REQUEST
     from_server: ClassVar[bool] = True
@@ -211,7 +224,10 @@ class AsqRequest(TpsMessage):
 
 @dataclass(frozen=True, slots=True)
 class AsqResponse(TpsMessage):
-    """ASQ_RESPONSE (8), C→S, with the legacy key ``answer`` (§2.3.7)."""
+    """ASQ_RESPONSE (8), C→S, with the legacy key ``answer``.
+
+    Dogtag's ``ASQResponseMsg`` puts the answer under ``question``, and nothing uses it.
+    """
 
     msg_type: ClassVar[MessageType] = MessageType.ASQ_RESPONSE
     from_server: ClassVar[bool] = False
@@ -221,7 +237,7 @@ class AsqResponse(TpsMessage):
 
 @dataclass(frozen=True, slots=True, repr=False)
 class TokenPduRequest(TpsMessage):
-    """TOKEN_PDU_REQUEST (9), S→C: one command APDU to relay verbatim (§2.3.8)."""
+    """TOKEN_PDU_REQUEST (9), S→C: one command APDU to relay verbatim."""
 
     msg_type: ClassVar[MessageType] = MessageType.TOKEN_PDU_REQUEST
     from_server: ClassVar[bool] = True
@@ -239,7 +255,7 @@ class TokenPduRequest(TpsMessage):
 
 @dataclass(frozen=True, slots=True, repr=False)
 class TokenPduResponse(TpsMessage):
-    """TOKEN_PDU_RESPONSE (10), C→S: the card's whole answer, data and SW1 SW2 (§2.3.9)."""
+    """TOKEN_PDU_RESPONSE (10), C→S: the card's whole answer, data and SW1 SW2."""
 
     msg_type: ClassVar[MessageType] = MessageType.TOKEN_PDU_RESPONSE
     from_server: ClassVar[bool] = False
@@ -248,7 +264,10 @@ class TokenPduResponse(TpsMessage):
 
     @property
     def pdu_size(self) -> int:
-        """The raw byte count; never truncated to 8 bits as ESC did (§1.8)."""
+        """The raw byte count; never truncated to 8 bits as ESC did.
+
+        ESC cast it to one byte (ESC CoolKeyHandler.cpp, ``HttpProcessTokenPDU``).
+        """
         return len(self.response)
 
     def __repr__(self) -> str:
@@ -257,7 +276,7 @@ class TokenPduResponse(TpsMessage):
 
 @dataclass(frozen=True, slots=True)
 class NewPinRequest(TpsMessage):
-    """NEW_PIN_REQUEST (11), S→C: the length bounds of the new PIN (§2.3.10)."""
+    """NEW_PIN_REQUEST (11), S→C: the length bounds of the new PIN."""
 
     msg_type: ClassVar[MessageType] = MessageType.NEW_PIN_REQUEST
     from_server: ClassVar[bool] = True
@@ -268,7 +287,7 @@ class NewPinRequest(TpsMessage):
 
 @dataclass(frozen=True, slots=True)
 class NewPinResponse(TpsMessage):
-    """NEW_PIN_RESPONSE (12), C→S: the new PIN, sent raw as ESC does (§2.3.11)."""
+    """NEW_PIN_RESPONSE (12), C→S: the new PIN, sent raw as ESC does (ESC CoolKey_Message.cpp)."""
 
     msg_type: ClassVar[MessageType] = MessageType.NEW_PIN_RESPONSE
     from_server: ClassVar[bool] = False
@@ -278,7 +297,7 @@ class NewPinResponse(TpsMessage):
 
 @dataclass(frozen=True, slots=True)
 class StatusUpdateRequest(TpsMessage):
-    """STATUS_UPDATE_REQUEST (14), S→C: progress 0–100 and an opaque task name (§2.3.12)."""
+    """STATUS_UPDATE_REQUEST (14), S→C: progress 0–100 and an opaque task name."""
 
     msg_type: ClassVar[MessageType] = MessageType.STATUS_UPDATE_REQUEST
     from_server: ClassVar[bool] = True
@@ -289,7 +308,7 @@ class StatusUpdateRequest(TpsMessage):
 
 @dataclass(frozen=True, slots=True)
 class StatusUpdateResponse(TpsMessage):
-    """STATUS_UPDATE_RESPONSE (15), C→S: echoes ``current_state`` (§2.3.13)."""
+    """STATUS_UPDATE_RESPONSE (15), C→S: echoes ``current_state``."""
 
     msg_type: ClassVar[MessageType] = MessageType.STATUS_UPDATE_RESPONSE
     from_server: ClassVar[bool] = False

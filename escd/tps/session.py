@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """``TpsSession``: the client side of one TPS operation as a sans-IO event machine.
 
-The session owns the conversation rules of tps-protocol §1.3 and §5.3: BEGIN_OP first,
-then exactly one reply per server request, in strict lock-step, until END_OP.
+The session owns the conversation rules: BEGIN_OP first, then exactly one reply per
+server request, in strict lock-step, until END_OP (Dogtag TPSSession.java and
+TPSConnection.java; ESC CoolKeyHandler.cpp, ``ProcessMessageHttp``).
 
 * Rule 1: every decision about what to send, ask or report lives here. The caller feeds
   events in (``receive``, ``card_responded``, ``card_failed``, ``user_answered``,
@@ -64,11 +65,12 @@ from escd.tps.messages import (
 from escd.tps.status import Outcome, end_op_message, outcome_of
 
 #: A FORMAT is a few hundred messages and an ENROLL with applet upgrade under a thousand;
-#: a server that sends this many is broken or hostile (tps-protocol §6 item 8).
+#: a server that sends this many is broken or hostile.
 DEFAULT_MAX_MESSAGES = 10_000
 #: Unacceptable answers to one prompt before the session gives up.
 DEFAULT_MAX_PROMPT_ATTEMPTS = 5
-#: The token type ESC used for enroll when phone home gave none (tps-protocol §2.3.1).
+#: The token type ESC used for enroll when phone home gave none (ESC.js,
+#: ``gKeyEnrollmentType``).
 DEFAULT_TOKEN_TYPE = "userKey"  # noqa: S105 - a TPS profile name, not a secret
 
 _RESETS_CARD = frozenset({OperationType.ENROLL, OperationType.FORMAT})
@@ -85,7 +87,7 @@ class SessionState(Enum):
 
 
 class PromptKind(StrEnum):
-    """``kind`` of an agent prompt (dbus-api.md §4.2, ``Agent.RequestInput``)."""
+    """``kind`` of an agent prompt (docs/dbus-api.md, ``Agent.RequestInput``)."""
 
     LOGIN = "login"
     EXTENDED_LOGIN = "extended-login"
@@ -100,7 +102,7 @@ class PromptKind(StrEnum):
 
 
 class FieldType(StrEnum):
-    """``type`` of one prompt field (dbus-api.md §4.2)."""
+    """``type`` of one prompt field (docs/dbus-api.md, ``Agent.RequestInput``)."""
 
     TEXT = "text"
     SECRET = "secret"  # noqa: S105 - a field type name
@@ -192,7 +194,8 @@ class ReportProgress:
     """A STATUS_UPDATE_REQUEST arrived: ``Job.Progress``, ``Job.TpsStage`` and its task name.
 
     ``progress`` is ``current_state / 100`` clamped to [0, 1]; ``stage`` is
-    ``current_state`` unchanged. Not monotonic (tps-protocol §2.5).
+    ``current_state`` unchanged. Not monotonic: a RESET PIN that upgrades the applet goes
+    from 15 back to 5 (Dogtag TPSPinResetProcessor.java, ``resetPin``).
     """
 
     progress: float
@@ -206,7 +209,10 @@ class ReportProgress:
 
 @dataclass(frozen=True, slots=True)
 class ResetCard:
-    """Reset the card (ESC does after END_OP of enroll and format; tps-protocol §2.3.14)."""
+    """Reset the card (ESC does after END_OP of enroll and format).
+
+    ESC CoolKeyHandler.cpp, ``HttpProcessEndOp``.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +276,7 @@ class TpsSession:
     # -- events --------------------------------------------------------------------------
 
     def start(self) -> list[Action]:
-        """Open the conversation: BEGIN_OP with ESC's extensions (tps-protocol §2.3.1)."""
+        """Open the conversation: BEGIN_OP with ESC's extensions (``_extensions``)."""
         if self._state is not SessionState.IDLE:
             raise LocalTpsProtocolError("the session was already started")
         self._state = SessionState.WAITING_FOR_SERVER
@@ -288,7 +294,8 @@ class TpsSession:
                 RemoteTpsProtocolError(f"the server sent more than {self._max_messages} messages")
             )
         if self._state is not SessionState.WAITING_FOR_SERVER:
-            # Lock-step: every request gets its reply before the server may speak (§1.3).
+            # Lock-step: every request gets its reply before the server may speak (the Java
+            # TPS blocks reading it, Dogtag TPSConnection.java).
             waiting = "the card" if self._state is SessionState.WAITING_FOR_CARD else "the user"
             return self._fail(
                 RemoteTpsProtocolError(
@@ -304,7 +311,8 @@ class TpsSession:
                 self._state = SessionState.WAITING_FOR_CARD
                 return [SendApdu(apdu)]
             case StatusUpdateRequest(current_state=current, next_task_name=task):
-                # Echo the number; the server ignores the value but needs it (§2.3.13).
+                # Echo the number; the server ignores the value but needs it (Dogtag
+                # TPSProcessor.java, statusUpdate).
                 progress = min(max(current / 100, 0.0), 1.0)
                 return [
                     ReportProgress(progress, current, task),
@@ -315,7 +323,8 @@ class TpsSession:
             case EndOp():
                 return self._end(message)
             case AsqRequest():
-                # Neither server sends it and ESC disconnects on it (§2.3.7).
+                # Neither server sends it and ESC disconnects on it (ESC CoolKeyHandler.cpp,
+                # ProcessMessageHttp).
                 return self._fail(RemoteTpsProtocolError("the server sent ASQ_REQUEST"))
             case _:
                 return self._fail(
@@ -331,7 +340,8 @@ class TpsSession:
         if self._state is not SessionState.WAITING_FOR_CARD:
             raise LocalTpsProtocolError("card_responded() while no APDU is pending")
         if len(response) < 2:
-            # ESC treats an empty card answer as a card failure, local 8 (§5.3).
+            # ESC treats an empty card answer as a card failure, local 8 (ESC
+            # CoolKeyHandler.cpp, HttpProcessTokenPDU).
             return self._fail(
                 MalformedResponseError(f"the card answered {len(response)} bytes, no status word")
             )
@@ -341,7 +351,8 @@ class TpsSession:
     def card_failed(self, error: EscdError) -> list[Action]:
         """The card could not be reached (removed, transmit failed): end without reply.
 
-        ESC sends nothing and closes; the server then ends without END_OP (§2.3.9, §5.4).
+        ESC sends nothing and closes (ESC CoolKeyHandler.cpp, ``HttpProcessTokenPDU``); the
+        server then ends without END_OP (Dogtag TPSSession.java).
         """
         if self._state is SessionState.FINISHED:
             return []
@@ -376,7 +387,10 @@ class TpsSession:
         return self._fail(CanceledError("the operation was canceled"))
 
     def connection_closed(self) -> list[Action]:
-        """The server's stream ended; without END_OP that is local 28 (§1.3, §5.4)."""
+        """The server's stream ended; without END_OP that is local 28.
+
+        As ESC reports it (ESC CoolKeyHandler.cpp, ``HttpDisconnect``).
+        """
         if self._state is SessionState.FINISHED:
             return []
         return self._fail(ConnectionLostError("the connection to the TPS ended before END_OP"))
@@ -391,7 +405,8 @@ class TpsSession:
 
     def _extensions(self) -> tuple[tuple[str, str], ...]:
         # ESC's order (CoolKeyHandler.cpp:1128-1174); locale last, ESC never sent it.
-        # An empty value would crash the Java TPS, so empty ones are left out (§2.3.1).
+        # An empty value would crash the Java TPS (Dogtag TPSMessage.java, decodeToMap),
+        # so empty ones are left out.
         extensions: list[tuple[str, str]] = []
         if self._operation in _RESETS_CARD and self._token_type:
             extensions.append(("tokenType", self._token_type))
@@ -418,7 +433,8 @@ class TpsSession:
         self._result = SessionResult(self._operation, error, end_op)
         actions: list[Action] = []
         if self._operation in _RESETS_CARD:
-            # ESC resets after END_OP of enroll and format, whatever the result (§2.3.14).
+            # ESC resets after END_OP of enroll and format, whatever the result (ESC
+            # CoolKeyHandler.cpp, HttpProcessEndOp).
             actions.append(ResetCard())
         actions.append(Finished(self._result))
         return actions
@@ -493,7 +509,8 @@ class TpsSession:
 
     def _login_retry(self, invalid: int, blocked: int) -> tuple[int, str]:
         # The legacy TPS re-sends LOGIN_REQUEST after a failed login, even after an
-        # extended login; the Java TPS never retries (§2.3.2).
+        # extended login (legacy TPS RA_Enroll_Processor.cpp); the Java TPS never retries
+        # (Dogtag TPSProcessor.java, requestLogin).
         attempt = self._logins_answered + 1
         if blocked:
             return attempt, "The Smart Card Server reports that this account is blocked."
@@ -562,13 +579,14 @@ def _problem_with(pending: _Pending, values: Mapping[str, Secret | str]) -> str 
     for prompt_field in pending.prompt.fields:
         value = _value(values, prompt_field.id)
         if not value:
-            # The Java TPS fails the login on any empty credential (§1.4).
+            # The Java TPS fails the login on any empty credential (Dogtag TPSMessage.java
+            # drops empty values).
             return f"{prompt_field.label} must not be empty."
         if prompt_field.options and value not in prompt_field.options:
             return f"{prompt_field.label} must be one of the offered choices."
     request = pending.request
     if isinstance(request, SecurIdRequest):
-        # SECURID_RESPONSE travels raw, like the new PIN (§2.3.6).
+        # SECURID_RESPONSE travels raw, like the new PIN (ESC CoolKey_Message.cpp).
         for prompt_field in pending.prompt.fields:
             if unsafe_pin_reason(_value(values, prompt_field.id)) is not None:
                 return f"{prompt_field.label} may contain only printable ASCII without & = % +."
@@ -576,7 +594,8 @@ def _problem_with(pending: _Pending, values: Mapping[str, Secret | str]) -> str 
         pin = _value(values, "new_pin")
         low, high = request.minimum_length, request.maximum_length
         # The server checks the bounds only after the answer and then fails the whole
-        # operation (END_OP 1), so check them first and ask again (§2.3.11).
+        # operation (END_OP 1; Dogtag TPSProcessor.java, requestNewPin), so check them
+        # first and ask again.
         if not low <= len(pin) <= high:
             return f"The new PIN must have {low} to {high} characters."
         reason = unsafe_pin_reason(pin)
@@ -591,7 +610,8 @@ def _reply(pending: _Pending, values: Mapping[str, Secret | str]) -> ClientMessa
             # The user id is not a secret (it is logged by the server too); the password is.
             return LoginResponse(_value(values, "screen_name"), _as_secret(values["password"]))
         case ExtendedLoginRequest(parameters=parameters):
-            # In request order, one pair per parameter (§2.3.5).
+            # In request order, one pair per parameter (ESC CoolKey_Message.cpp,
+            # eCKMessage_EXTENDED_LOGIN_RESPONSE).
             return ExtendedLoginResponse(
                 tuple((parameter.id, _as_secret(values[parameter.id])) for parameter in parameters)
             )

@@ -2,7 +2,9 @@
 """Operation status codes in two namespaces: the TPS's END_OP codes and ESC's local codes.
 
 This module owns the meaning of every status number escd reports (``Job.Result``,
-``Token.LastOperation``; dbus-api.md §4.2-4.3, tps-protocol §2.4):
+``Token.LastOperation``; docs/dbus-api.md): the server's END_OP codes (Dogtag
+``EndOpMsg.TPSStatus``) and ESC's local codes (ESC CoolKeyHandler.h), which ESC showed
+through one table (ESC.js, ``Status_Messages``).
 
 * Rule 1: a code is only ever looked up together with its source, ``"tps"`` (END_OP
   ``message``, 0-46) or ``"local"`` (ESC's client-side codes 8, 28, 44-48). The same
@@ -97,9 +99,10 @@ class TpsStatus(IntEnum):
 
 @unique
 class LocalStatus(IntEnum):
-    """ESC's client-side codes (``CoolKeyHandler.h``), never on the wire (tps-protocol §2.4)."""
+    """ESC's client-side codes (ESC ``CoolKeyHandler.h``), never on the wire."""
 
-    #: ERR_CONN_TOKEN: card I/O failed, or the login prompt was canceled (§5.4).
+    #: ERR_CONN_TOKEN: card I/O failed, or the login prompt was canceled (ESC
+    #: CoolKeyHandler.cpp, ``HttpProcessTokenPDU``, ``HttpSendAuthResponse``).
     CARD_ERROR = 8
     #: A connection that ended without END_OP, a non-200 answer, an undecodable message.
     CONNECTION_LOST = 28
@@ -336,7 +339,8 @@ LOCAL_STATUSES: Mapping[int, StatusInfo] = MappingProxyType(
 )
 
 #: The wording for END_OP ``result=1`` with ``message=0``: the Java TPS's answer to an
-#: operation it does not implement (UNBLOCK, RENEW, undefined; tps-protocol §2.2).
+#: operation it does not implement (UNBLOCK, RENEW, undefined; Dogtag TPSSession.java,
+#: ``process``).
 REFUSED_WITHOUT_STATUS = (
     "The Smart Card Server refused the operation without giving a reason; it may not "
     "support this operation."
