@@ -2,7 +2,7 @@
 """Agents: the frontends that answer prompts, and the broker that asks them.
 
 Owns the agent registrations (``Manager.RegisterAgent``/``UnregisterAgent``) and the
-rules for asking (specs: D-Bus API §4.2 "Agent", after BlueZ's AgentManager1 and
+rules for asking (docs/dbus-api.md, "Agent"; after BlueZ's AgentManager1 and
 NetworkManager's SecretAgent):
 
 * one agent per bus connection; registering again replaces the old registration (a
@@ -43,7 +43,7 @@ from escd.tps.session import FieldType, Prompt, PromptKind
 
 logger = logging.getLogger(__name__)
 
-#: ``RegisterAgent`` ``capabilities`` (specs: D-Bus API §4.2).
+#: ``RegisterAgent`` ``capabilities`` (docs/dbus-api.md).
 CAPABILITIES = frozenset({"secret", "text", "choice", "confirm", "tls-trust"})
 #: What an agent that names no capabilities can do: every plain prompt, not TLS trust.
 DEFAULT_CAPABILITIES = frozenset({"secret", "text", "choice", "confirm"})

@@ -3,7 +3,8 @@
 
 This module owns the job model as the D-Bus ``Job`` object shows it (state, progress,
 TPS stage, who started it and when, whether it can be canceled, its result), and the
-rules around it (specs: D-Bus API §4.2 "Job", §4.5):
+rules around it (docs/dbus-api.md, "Job"; after UDisks2's Job and xdg-desktop-portal's
+Request):
 
 * one running job per token; a second one is refused with ``BusyError``;
 * a job runs as one task (spawned into the daemon's ``TaskGroup``) and ends exactly once,

@@ -3,7 +3,7 @@
 
 ``DBusAgentChannel`` implements ``escd.agents.AgentChannel`` over the bus:
 ``RequestInput(o job, s request_id, a{sv} prompt) → a{sv}``, ``CancelRequest(s)`` and
-``Release()`` on the object a frontend registered (specs: D-Bus API §4.2). It turns a
+``Release()`` on the object a frontend registered (docs/dbus-api.md). It turns a
 ``Prompt`` into the contract's dictionary and an answer back into values, wrapping the
 answers to secret and PIN fields in ``Secret`` the moment they arrive; an error reply
 becomes ``CanceledError`` (the agent's ``Error.Canceled``/``Error.Rejected``: the user
@@ -51,7 +51,7 @@ def field_vardict(field: PromptField) -> dict[str, Variant]:
 
 
 def prompt_vardict(prompt: Prompt) -> dict[str, Variant]:
-    """The ``prompt`` argument of ``RequestInput`` (specs: D-Bus API §4.2)."""
+    """The ``prompt`` argument of ``RequestInput`` (docs/dbus-api.md)."""
     return {
         "kind": Variant("s", str(prompt.kind)),
         "title": Variant("s", prompt.title),

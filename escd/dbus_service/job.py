@@ -2,7 +2,7 @@
 """``io.github.escd.Escd1.Job``: one object per job, at ``…/job/<sender>/<token>`` or ``…/job/<n>``.
 
 ``JobInterface`` shows one ``escd.jobs.Job`` (UDisks2 Job + xdg-desktop-portal Request;
-specs: D-Bus API §4.2): its properties, ``Cancel`` and the ``Completed`` signal.
+docs/dbus-api.md): its properties, ``Cancel`` and the ``Completed`` signal.
 ``JobExporter`` follows the ``JobManager``: a job is exported before the method that
 started it replies (so the caller can read it at once), updated while it runs (TPS
 progress once per loop turn, state changes at once), announces ``Completed`` when it

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Every bus name, object path, interface and error name of the escd D-Bus API.
 
-Pure: constants and path builders only (specs: D-Bus API §4.1). The service, escctl and
+Pure: constants and path builders only (docs/dbus-api.md). The service, escctl and
 the tests all take their names from here, so a rename happens in one place.
 """
 

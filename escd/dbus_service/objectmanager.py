@@ -5,7 +5,7 @@ dbus-fast answers ``GetManagedObjects`` on any path, but sends ``InterfacesAdded
 ``InterfacesRemoved`` from the path of the object that changed, and lists the
 ObjectManager interface on every exported object. The D-Bus specification (and
 GDBusObjectManagerClient, which matches on the manager's path) wants both signals sent
-from the manager's own path, which for escd is ``ROOT_PATH`` (specs: D-Bus API §4.1).
+from the manager's own path, which for escd is ``ROOT_PATH`` (docs/dbus-api.md).
 This subclass fixes exactly that and nothing else; it must not grow other behaviour.
 """
 
