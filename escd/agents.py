@@ -194,6 +194,14 @@ class AgentBroker:
             raise NoAgentError("no agent is registered to ask the user")
         raise NoAgentError(f"no registered agent can answer ({', '.join(sorted(needs))} needed)")
 
+    def can_ask(self, starter: str, prompt: Prompt) -> bool:
+        """Whether ``ask`` would find an agent for ``prompt`` now (nobody is asked)."""
+        try:
+            self.choose(starter, capabilities_for(prompt))
+        except NoAgentError:
+            return False
+        return True
+
     async def ask(self, job: str, starter: str, prompt: Prompt) -> Answers:
         """Ask the user through an agent; the answers keyed by field id.
 

@@ -74,6 +74,7 @@ from escd.phonehome.service import PhoneHomeService
 from escd.readers import ReaderBackend
 from escd.tokens import RegistryEvent, TokenRecord, TokenRegistry
 from escd.trust import TrustStore, check_url_allowed
+from escd.trustprompt import ServerTrustAsker
 
 if TYPE_CHECKING:
     import httpx
@@ -215,6 +216,7 @@ class Daemon:
         self._service: EscdService | None = None
         self._jobs: JobManager | None = None
         self._agents: AgentBroker | None = None
+        self._trust_asker: ServerTrustAsker | None = None
         self._operations: TpsOperations | None = None
         self._stop_requested: asyncio.Event | None = None
         self._tasks: asyncio.TaskGroup | None = None
@@ -340,7 +342,13 @@ class Daemon:
         if given:
             check_url_allowed(given, self._config.tps.allow_http)
         work = PhoneHomeWork(
-            self.phone_home, token_id, force=force, url=given, broker=self._agents, starter=caller
+            self.phone_home,
+            token_id,
+            force=force,
+            url=given,
+            broker=self._agents,
+            starter=caller,
+            trust=self._trust_asker,
         )
         job = self.jobs.start(JobKind.PHONE_HOME, token_id, caller, work, path=path)
         work.job_path = job.path
@@ -400,6 +408,9 @@ class Daemon:
             clock=time.time,
         )
         self._jobs.subscribe(record_in(self.ring))
+        # A job that meets an untrusted server asks an agent with tls-trust (ESC's "Add
+        # Exception"); the phone home on insertion never does.
+        self._trust_asker = ServerTrustAsker(self._agents, self.trust, self.ring)
         # A token without a Phone Home URL anywhere: ask an agent on insertion (ESC's
         # "Prompt for Phone Home Information"); no agent means PhoneHomeState NoUrl.
         self.phone_home.ask_url = AgentUrlAsker(self._agents)
@@ -415,6 +426,7 @@ class Daemon:
             self._connect_tps,
             lambda: self._config,
             version=__version__,
+            trust=self._trust_asker,
         )
         peers = PeerWatcher(bus)
         peers.subscribe(self._agents.peer_vanished)

@@ -28,6 +28,7 @@ PIN, a password or APDU data.
     ├── NotConfiguredError                    Error.NotConfigured        local 44
     ├── NoAgentError                          Error.NoAgent              local 8
     ├── CanceledError                         Error.Canceled             local 8
+    │   └── PromptRejectedError               Error.Canceled             local 8
     ├── PromptTimeoutError                    Error.Timeout              local 8
     ├── StateFileError (path)                 Error.Internal
     ├── NetworkError                          Error.Network              local 47
@@ -189,6 +190,13 @@ class CanceledError(EscdError):
     local_status = 8
 
 
+class PromptRejectedError(CanceledError):
+    """The user said no to a prompt (the agent's ``Error.Rejected``), rather than canceling.
+
+    Every prompt treats it as ``CanceledError``; a ``tls-trust`` prompt as "do not trust".
+    """
+
+
 class PromptTimeoutError(EscdError):
     """Nobody answered the prompt in time."""
 
@@ -217,7 +225,9 @@ class TlsUntrustedError(NetworkError):
 
     dbus_name = ERROR_PREFIX + "TlsUntrusted"
 
-    def __init__(self, host: str, port: int, fingerprint: str, reason: str = "") -> None:
+    def __init__(
+        self, host: str, port: int, fingerprint: str, reason: str = "", *, certificate: bytes = b""
+    ) -> None:
         text = f"the certificate of {host}:{port} is not trusted (SHA-256 {fingerprint})"
         if reason:
             text += f": {reason}"
@@ -226,6 +236,9 @@ class TlsUntrustedError(NetworkError):
         self.port = port
         self.fingerprint = fingerprint
         self.reason = reason
+        #: The DER of the certificate ``fingerprint`` names (b"" when it is unknown): what
+        #: a ``tls-trust`` prompt shows, so that exactly what was shown can be pinned.
+        self.certificate = certificate
 
 
 class InsecureUrlError(NetworkError):

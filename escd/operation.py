@@ -8,7 +8,10 @@ through the ``TpsResolver`` port, and hands an ``Operation`` to the ``JobManager
 
 ``Operation`` drives one ``TpsSession`` and carries out its actions:
 
-* ``SendMessage`` → the TPS connection (``TpsChannel``; TLS trust from the trust store);
+* ``SendMessage`` → the TPS connection (``TpsChannel``; TLS trust from the trust store).
+  A TPS whose certificate is not trusted is shown to the user through the ``ServerTrust``
+  port (a ``tls-trust`` prompt); if they pin it, the connection is opened once more,
+  verified against the pin;
 * ``SendApdu`` → the card, on the reader's worker thread, inside one PC/SC transaction
   held for the whole operation (the server's applet selection and secure channel must
   not be disturbed); 61xx is resolved there, 6Cxx goes back to the server;
@@ -47,6 +50,7 @@ from escd.errors import (
     InvalidStateError,
     NotConfiguredError,
     NotSupportedError,
+    TlsUntrustedError,
 )
 from escd.jobs import Job, JobManager, JobProgress
 from escd.log import Secret
@@ -154,6 +158,22 @@ class PromptBroker(Protocol):
     async def ask(self, job: str, starter: str, prompt: Prompt) -> Answers: ...
 
 
+class ServerTrust(Protocol):
+    """Asks whether to trust an untrusted server and pins it if so (``escd.trustprompt``)."""
+
+    async def __call__(
+        self,
+        untrusted: TlsUntrustedError,
+        *,
+        job: str,
+        starter: str,
+        server: str,
+        token_id: str = "",
+    ) -> bool:
+        """True when the presented certificate is now pinned for its host and port."""
+        ...
+
+
 class TpsTarget(Protocol):
     """Where an operation goes: the TPS URL ("" when none is known) and the token type."""
 
@@ -224,6 +244,7 @@ class TpsOperations:
         config: Callable[[], Config],
         *,
         version: str,
+        trust: ServerTrust | None = None,
     ) -> None:
         self._registry = registry
         self._jobs = jobs
@@ -233,6 +254,7 @@ class TpsOperations:
         self._connect = connect
         self._config = config
         self._version = version
+        self._trust = trust
 
     def start(self, request: OperationRequest) -> Job:
         """Check ``request``, then run it as a job; the job (its path is the reply)."""
@@ -277,7 +299,14 @@ class TpsOperations:
             ask_confirmation=request.kind is JobKind.FORMAT and not request.confirmed,
             card_timeout=config.tps.message_timeout,
         )
-        work = Operation(plan, self._cards, self._broker, self._connect, version=self._version)
+        work = Operation(
+            plan,
+            self._cards,
+            self._broker,
+            self._connect,
+            version=self._version,
+            trust=self._trust,
+        )
         job = self._jobs.start(
             request.kind, token.token_id, request.caller, work, path=request.path
         )
@@ -300,13 +329,17 @@ class Operation:
         connect: ConnectTps,
         *,
         version: str,
+        trust: ServerTrust | None = None,
     ) -> None:
         self._plan = plan
         self._cards = cards
         self._broker = broker
         self._connect = connect
         self._version = version
+        self._trust = trust
         self.job_path = ""
+        #: The TPS connection of the conversation (a new one after a pin was added).
+        self._connection: TpsChannel | None = None
         self._task: asyncio.Task[object] | None = None
         #: Why the operation was stopped from outside (first reason wins).
         self._abort: EscdError | None = None
@@ -367,14 +400,14 @@ class Operation:
         logger.debug("%s of %s: holding the card in %s", plan.kind, plan.token_id, plan.reader)
         async with self._cards.hold(plan.reader) as card:
             self._held = True
-            connection = self._connect(plan.url)
+            self._connection = self._connect(plan.url)
             try:
-                result = await self._converse(card, connection, progress)
+                result = await self._converse(card, progress)
                 # The TPS has decided (END_OP, or the conversation broke): a card pulled
                 # or a cancel while the connection closes must not change the outcome.
                 self._decided = True
             finally:
-                await connection.aclose()
+                await self._tps.aclose()
         return self._outcome(result)
 
     async def _confirm_format(self, progress: JobProgress) -> None:
@@ -391,9 +424,37 @@ class Operation:
         finally:
             progress.waiting_for_input(False)
 
-    async def _converse(
-        self, card: CardChannel, connection: TpsChannel, progress: JobProgress
-    ) -> SessionResult:
+    async def _open(self, first_frame: bytes, progress: JobProgress) -> None:
+        """Connect and send BEGIN_OP; an untrusted TPS may be pinned by the user, once."""
+        connection = self._connection
+        assert connection is not None
+        try:
+            await connection.open(first_frame)
+            return
+        except TlsUntrustedError as untrusted:
+            if self._trust is None or not await self._ask_trust(untrusted, progress):
+                raise
+        # Exactly the certificate the user saw is pinned now: connect once more, verified
+        # against that pin. Another certificate by now is TlsUntrusted, not asked again.
+        await connection.aclose()
+        self._connection = self._connect(self._plan.url)
+        await self._connection.open(first_frame)
+
+    async def _ask_trust(self, untrusted: TlsUntrustedError, progress: JobProgress) -> bool:
+        assert self._trust is not None
+        progress.waiting_for_input(True)
+        try:
+            return await self._trust(
+                untrusted,
+                job=self.job_path,
+                starter=self._plan.caller,
+                server="TPS",
+                token_id=self._plan.token_id,
+            )
+        finally:
+            progress.waiting_for_input(False)
+
+    async def _converse(self, card: CardChannel, progress: JobProgress) -> SessionResult:
         plan = self._plan
         session = TpsSession(
             plan.operation,
@@ -411,10 +472,10 @@ class Operation:
                     case SendMessage(message=outgoing):
                         try:
                             if opened:
-                                await connection.send_message(outgoing)
+                                await self._tps.send_message(outgoing)
                             else:
                                 opened = True
-                                await connection.open(codec.encode(outgoing))
+                                await self._open(codec.encode(outgoing), progress)
                         except EscdError as error:
                             pending.extend(session.connection_failed(error))
                     case SendApdu(apdu=apdu):
@@ -435,14 +496,19 @@ class Operation:
                         await self._reset(card)
                     case Finished(result=result):
                         if result.end_op is not None:
-                            await connection.finish()
+                            await self._tps.finish()
                         return result
             try:
-                message = await connection.receive()
+                message = await self._tps.receive()
             except EscdError as error:
                 pending.extend(session.connection_failed(error))
                 continue
             pending.extend(session.receive(message))
+
+    @property
+    def _tps(self) -> TpsChannel:
+        assert self._connection is not None
+        return self._connection
 
     async def _exchange(self, card: CardChannel, apdu: bytes) -> bytes:
         try:

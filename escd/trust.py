@@ -121,9 +121,11 @@ class ImportResult:
 class PinMismatchError(ssl.SSLCertVerificationError):
     """A pinned server presented a certificate other than the pinned one."""
 
-    def __init__(self, fingerprint: str) -> None:
+    def __init__(self, fingerprint: str, der: bytes = b"") -> None:
         super().__init__(f"the certificate (SHA-256 {fingerprint}) is not the pinned one")
         self.fingerprint = fingerprint
+        #: The certificate that was presented (DER), b"" when there was none.
+        self.der = der
         self.verify_message = "it is not the certificate pinned for this server"
 
 
@@ -308,7 +310,7 @@ def _check_pin(context: ssl.SSLContext, der: bytes | None) -> None:
         raise PinMismatchError("none")
     presented = hashlib.sha256(der).hexdigest()
     if presented not in pins:
-        raise PinMismatchError(format_fingerprint(presented))
+        raise PinMismatchError(format_fingerprint(presented), der)
 
 
 class _PinnedSSLObject(ssl.SSLObject):
@@ -454,20 +456,24 @@ async def describe_untrusted(
 
     OpenSSL does not hand out the certificate it rejected, so unless the failure was a
     pin mismatch (which carries it) the certificate is fetched again on a second,
-    unverified connection. That fingerprint is only shown to the user; if they pin it,
-    later connections accept exactly that certificate and no other.
+    unverified connection. That certificate (``TlsUntrustedError.certificate``, whose
+    fingerprint the error names) is only shown to the user; if they pin it, later
+    connections accept exactly that certificate and no other.
     """
     found = find_cert_verification_error(error)
     if isinstance(found, PinMismatchError):
-        return TlsUntrustedError(host, port, found.fingerprint, found.verify_message)
+        return TlsUntrustedError(
+            host, port, found.fingerprint, found.verify_message, certificate=found.der
+        )
     reason = ""
     if found is not None:
         reason = found.verify_message or str(found)
     try:
-        shown = fingerprint(await fetch_server_certificate(host, port, timeout))
+        cert = await fetch_server_certificate(host, port, timeout)
     except NetworkError:
-        shown = "unavailable"
-    return TlsUntrustedError(host, port, shown, reason)
+        return TlsUntrustedError(host, port, "unavailable", reason)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return TlsUntrustedError(host, port, fingerprint(cert), reason, certificate=der)
 
 
 def _os_reason(exc: OSError) -> str:

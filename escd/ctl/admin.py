@@ -12,9 +12,10 @@
                                           the user's profiles when PATH is omitted)
     escctl settings TOKEN [--tps-url URL] [--phone-home-url URL] ... [--clear KEY]
                                           show or set the values set by hand for a token
-    escctl phone-home [TOKEN] [--force] [--url URL]
+    escctl phone-home [TOKEN] [--force] [--url URL] [--trust-server FINGERPRINT]
                                           phone home now (Token.PhoneHome, a job); asks
-                                          at the terminal for a URL when none is known
+                                          at the terminal for a URL when none is known,
+                                          and whether to trust an untrusted server
 
 Everything goes through the daemon's Manager methods; nothing is trusted without the
 user answering "y" to a question that shows subject and fingerprint (or ``--yes``). The
@@ -37,8 +38,9 @@ from typing import Any
 
 from dbus_fast import DBusError, Variant
 
-from escd.ctl.agent import register_agent
+from escd.ctl.agent import ESCCTL_CAPABILITIES, register_agent
 from escd.ctl.client import EscdClient, JobView, plain
+from escd.ctl.operations import add_trust_server_argument, trust_hint
 from escd.ctl.output import job_failure
 from escd.ctl.prompts import Presets, TerminalAgent
 from escd.dbus_service.names import (
@@ -138,7 +140,10 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "phone-home",
         help="ask the token's Phone Home server which TPS manages it, now",
         description="Phone home for the token (ESC's issuer lookup) and show what escd "
-        "knows afterwards. When no Phone Home URL is known, escd asks for one here.",
+        "knows afterwards. When no Phone Home URL is known, escd asks for one here; when "
+        "the server presents a certificate escd does not trust, escctl shows it and asks "
+        "'Trust this server? [y/N]' (yes pins exactly that certificate; without input it "
+        "is not trusted).",
     )
     phone_home.add_argument(
         "token",
@@ -153,6 +158,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     phone_home.add_argument(
         "--url", metavar="URL", help="use this Phone Home URL (remembered when it works)"
     )
+    add_trust_server_argument(phone_home, "the Phone Home server")
 
 
 def _say(text: str) -> None:
@@ -388,7 +394,10 @@ async def _phone_home(client: EscdClient, args: argparse.Namespace) -> int:
     token = await client.find_token(args.token)
     token_id = token[len(TOKEN_PATH_PREFIX) :]
     # escd asks the agent of the caller first: a URL prompt comes to this terminal.
-    await register_agent(client.bus, TerminalAgent(Presets(), interactive=True))
+    presets = Presets(trust_server=args.trust_server)
+    await register_agent(
+        client.bus, TerminalAgent(presets, interactive=True), capabilities=ESCCTL_CAPABILITIES
+    )
     handle = f"escctl_{os.getpid()}_{secrets.token_hex(4)}"
     options = {"handle_token": Variant("s", handle), "force": Variant("b", args.force)}
     if args.url:
@@ -407,8 +416,9 @@ async def _phone_home(client: EscdClient, args: argparse.Namespace) -> int:
     else:
         result = final.result if final is not None else {}
         _complain(job_failure("phone home", result))
-        if str(result.get("error", "")).endswith(".TlsUntrusted"):
-            _complain("to trust that server: escctl trust add-server URL (or trust import CA)")
+        hint = trust_hint(result)
+        if hint is not None:
+            _complain(hint)
     if shown is not None:
         for name, value in (
             ("Phone Home URL", shown.phone_home_url),

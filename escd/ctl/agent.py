@@ -14,6 +14,7 @@ Must not: log, print or keep an answer; answers leave in the method reply only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 #: Where escctl exports its agent on its own connection.
 AGENT_PATH = "/io/github/escd/escctl/agent"
 ALL_CAPABILITIES = ("secret", "text", "choice", "confirm")
+#: escctl's own agent also answers ``tls-trust`` (escd.ctl.prompts).
+ESCCTL_CAPABILITIES = (*ALL_CAPABILITIES, "tls-trust")
 
 
 class AgentCanceled(Exception):  # noqa: N818 - it names the D-Bus error it becomes
@@ -97,10 +100,14 @@ class PromptRequest:
     locale: str = ""
     attempt: int = 1
     previous_error: str = ""
+    #: ``tls-trust``: the certificate (``host``, ``port``, ``subject``, ``issuer``,
+    #: ``fingerprint``, ``not_before``, ``not_after``, ``reason``, ``der``), plain values.
+    certificate: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_call(cls, job: str, request_id: str, prompt: Mapping[str, Any]) -> PromptRequest:
         v = {key: _plain(value) for key, value in prompt.items()}
+        certificate = v.get("certificate")
         return cls(
             job=job,
             request_id=request_id,
@@ -111,6 +118,9 @@ class PromptRequest:
             locale=str(v.get("locale", "")),
             attempt=int(v.get("attempt", 1)),
             previous_error=str(v.get("previous_error", "")),
+            certificate={key: _plain(value) for key, value in certificate.items()}
+            if isinstance(certificate, Mapping)
+            else {},
         )
 
 

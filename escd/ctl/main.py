@@ -14,12 +14,13 @@
                                    import the settings of ESC
     escctl settings TOKEN [--tps-url URL] ... [--clear KEY]
                                    a token's values set by hand
-    escctl phone-home [TOKEN] [--force] [--url URL]
+    escctl phone-home [TOKEN] [--force] [--url URL] [--trust-server FINGERPRINT]
                                    phone home now, as escctl's own job
     escctl format|enroll|reset-pin|renew|unblock [TOKEN] [--tps URL] [--user UID]
-           [--password-file FILE] [--pin-file FILE] [--yes]
+           [--password-file FILE] [--pin-file FILE] [--yes] [--trust-server FINGERPRINT]
                                    a TPS operation as escctl's own job, with a progress
-                                   line; escctl answers escd's prompts (escd.ctl.operations)
+                                   line; escctl answers escd's prompts (escd.ctl.operations),
+                                   including whether to trust a server escd does not
 
 Exit codes: 0 success, 1 the daemon refused the request, 2 usage error, 3 the daemon is
 not reachable (no session bus, or escd neither running nor activatable), 4 no such token

@@ -27,9 +27,9 @@ from typing import Any, TextIO
 from dbus_fast import DBusError, Variant
 
 from escd.ctl import output
-from escd.ctl.agent import register_agent
+from escd.ctl.agent import ESCCTL_CAPABILITIES, register_agent
 from escd.ctl.client import EscdClient, JobView
-from escd.ctl.prompts import Presets, TerminalAgent, read_secret_file
+from escd.ctl.prompts import Presets, TerminalAgent, fingerprint_argument, read_secret_file
 from escd.dbus_service.names import ERROR_NO_SUCH_TOKEN
 
 EXIT_OK = 0
@@ -60,7 +60,11 @@ CANCEL_WAIT = 15.0
 EPILOG = (
     "escd asks for what the TPS needs (user id, password, a new PIN, the format "
     "confirmation) through escctl: at the terminal (secrets without echo), or from "
-    "--user, --password-file, --pin-file and --yes. Exit status: 0 succeeded, 1 failed "
+    "--user, --password-file, --pin-file and --yes. A TPS whose certificate escd does "
+    "not trust is shown (subject, issuer, SHA-256, validity) with 'Trust this server? "
+    "[y/N]'; yes pins exactly that certificate (escctl trust list shows it). Without "
+    "input it is not trusted, unless --trust-server gives its SHA-256. Exit status: 0 "
+    "succeeded, 1 failed "
     "(the error name, escd's message and the TPS or local status are printed), 3 escd not "
     "reachable, 4 no such token, 5 canceled (Ctrl+C, a declined prompt, format not "
     "confirmed)."
@@ -88,6 +92,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
             metavar="FILE",
             help="read the TPS login password from the first line of FILE",
         )
+        add_trust_server_argument(parser, "the TPS")
         if command in ("enroll", "reset-pin"):
             parser.add_argument(
                 "--pin-file",
@@ -106,18 +111,49 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
             )
 
 
+def add_trust_server_argument(parser: argparse.ArgumentParser, server: str) -> None:
+    parser.add_argument(
+        "--trust-server",
+        type=fingerprint_argument,
+        metavar="FINGERPRINT",
+        help=f"if {server} presents a certificate escd does not trust, trust (pin) it "
+        "without asking, but only if its SHA-256 is FINGERPRINT (AB:CD:… as 'escctl trust "
+        "add-server' shows it)",
+    )
+
+
+def trust_hint(result: dict[str, Any]) -> str | None:
+    """What to do about a job that failed because a server was not trusted."""
+    if not str(result.get("error", "")).endswith(".TlsUntrusted"):
+        return None
+    return (
+        "to trust that server: answer y when escctl asks, run again with --trust-server "
+        "FINGERPRINT, or escctl trust add-server URL (or trust import CA)"
+    )
+
+
 class ProgressDisplay:
-    """One progress line on a terminal (redrawn), or one line per stage otherwise."""
+    """One progress line on a terminal (redrawn), or one line per stage otherwise.
+
+    Nothing is drawn while a prompt is on the screen: ``pause`` called by the agent's
+    answer (a task of its own) holds the line until that task ends. Job updates keep
+    arriving meanwhile (some sent before the prompt), and a redraw would overwrite the
+    question.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._tty = stream.isatty()
         self._on_line = False
         self._last = ""
+        self._prompt: asyncio.Task[Any] | None = None
 
     def show(self, view: JobView) -> None:
         if view.completed or view.state >= SUCCEEDED:
             return  # the result is printed on its own
+        prompt = self._prompt
+        if prompt is not None and not prompt.done() and prompt is not asyncio.current_task():
+            return
         line = output.progress_line(view)
         if not self._tty:
             # Without a terminal, one line per stage: a format sends an update per block.
@@ -135,6 +171,7 @@ class ProgressDisplay:
 
     def pause(self) -> None:
         """Leave the progress line before something else is written (a prompt)."""
+        self._prompt = asyncio.current_task()
         if self._tty and self._on_line:
             self._stream.write("\n")
             self._stream.flush()
@@ -150,6 +187,7 @@ def _presets(args: argparse.Namespace) -> Presets:
         password=read_secret_file(password) if password is not None else None,
         pin=read_secret_file(pin) if pin is not None else None,
         yes=bool(getattr(args, "yes", False)),
+        trust_server=getattr(args, "trust_server", None),
     )
 
 
@@ -171,7 +209,7 @@ async def _operation(client: EscdClient, args: argparse.Namespace) -> int:
             return EXIT_FAILED
     progress = ProgressDisplay(sys.stderr)
     agent = TerminalAgent(presets, interactive=True, before_prompt=progress.pause)
-    await register_agent(client.bus, agent)
+    await register_agent(client.bus, agent, capabilities=ESCCTL_CAPABILITIES)
     handle = f"escctl_{os.getpid()}_{secrets.token_hex(4)}"
     options: dict[str, Variant] = {"handle_token": Variant("s", handle)}
     if args.tps:
@@ -202,6 +240,9 @@ async def _operation(client: EscdClient, args: argparse.Namespace) -> int:
         _say(f"{command} of token {token_id} succeeded")
         return EXIT_OK
     _complain(output.job_failure(command, final.result))
+    hint = trust_hint(final.result)
+    if hint is not None:
+        _complain(hint)
     return EXIT_CANCELED if final.state == CANCELED else EXIT_FAILED
 
 

@@ -3,10 +3,14 @@
 
 ``TerminalAgent`` is the ``AgentHandler`` escctl registers for its own jobs. It answers
 the user id from ``--user``, passwords from ``--password-file``, the new PIN from
-``--pin-file`` and the format confirmation from ``--yes``; everything else is asked at
-the terminal (prompts on stderr, secrets without echo, a new PIN twice). Reading stdin
-never blocks the event loop, so a prompt escd withdraws (timeout, card pulled, job
-canceled) ends at once and the terminal's echo is restored.
+``--pin-file``, the format confirmation from ``--yes`` and an untrusted server
+(``tls-trust``) from ``--trust-server FINGERPRINT`` (yes only when the certificate shown
+has exactly that SHA-256); everything else is asked at the terminal (prompts on stderr,
+secrets without echo, a new PIN twice). A ``tls-trust`` prompt that cannot be answered
+(no input) is declined, never canceled, so the job fails with ``TlsUntrusted`` as it
+would without the prompt. Reading stdin never blocks the event loop, so a prompt escd
+withdraws (timeout, card pulled, job canceled) ends at once and the terminal's echo is
+restored.
 
 Must not: print, log or keep an answer; a value from a file that escd did not accept is
 not sent again (escctl gives up instead of looping).
@@ -14,11 +18,14 @@ not sent again (escctl gives up instead of looping).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
+import re
 import sys
 import termios
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +40,26 @@ PASSWORD_IDS = frozenset({"password", "pwd", "passwd", "screen_name_pwd"})
 #: How often a new PIN is asked again locally when the two entries differ.
 PIN_CONFIRM_ATTEMPTS = 3
 _READ_SIZE = 4096
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def parse_fingerprint(text: str) -> str:
+    """A SHA-256 fingerprint as ``AB:CD:…``, ``ab cd …`` or plain hex → 64 lower-case hex.
+
+    Raises ``ValueError`` for anything else (argparse shows it as a usage error).
+    """
+    plain = re.sub(r"[\s:]", "", text).lower().removeprefix("sha256").lstrip("=/")
+    if not _HEX64.fullmatch(plain):
+        raise ValueError("a SHA-256 fingerprint has 64 hex digits, e.g. AB:CD:…")
+    return plain
+
+
+def fingerprint_argument(text: str) -> str:
+    """``parse_fingerprint`` as an argparse ``type`` (``--trust-server``)."""
+    try:
+        return parse_fingerprint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def read_secret_file(path: Path) -> Secret:
@@ -49,6 +76,8 @@ class Presets:
     password: Secret | None = None
     pin: Secret | None = None
     yes: bool = False
+    #: ``--trust-server``: the SHA-256 (plain hex) of the one certificate to trust.
+    trust_server: str | None = None
 
 
 class StdinLines:
@@ -126,6 +155,9 @@ class TerminalAgent:
                 raise AgentCanceled("escd did not accept the value given on the command line")
         if request.kind == "confirm-format":
             return {field.id: await self._confirm_format(field) for field in request.fields}
+        if request.kind == "tls-trust":
+            trusted = await self._tls_trust(request)
+            return {field.id: trusted for field in request.fields if field.type == "bool"}
         if request.title:
             self._say(request.title)
         if request.description:
@@ -177,6 +209,37 @@ class TerminalAgent:
         if not confirmed:
             raise AgentCanceled("formatting was not confirmed", rejected=True)
         return True
+
+    async def _tls_trust(self, request: PromptRequest) -> bool:
+        cert = request.certificate
+        if request.title:
+            self._say(request.title)
+        if request.description:
+            self._say(request.description)
+        host, port = str(cert.get("host", "")), cert.get("port", "")
+        self._say(f"  server:  {f'[{host}]' if ':' in host else host}:{port}")
+        self._say(f"  subject: {cert.get('subject', '')}")
+        self._say(f"  issuer:  {cert.get('issuer', '')}")
+        self._say(f"  SHA-256: {cert.get('fingerprint', '')}")
+        valid = f"{_date(cert.get('not_before'))} to {_date(cert.get('not_after'))}"
+        self._say(f"  valid:   {valid}")
+        wanted = self._presets.trust_server
+        if wanted is not None:
+            try:
+                shown = parse_fingerprint(str(cert.get("fingerprint", "")))
+            except ValueError:
+                shown = ""
+            if shown == wanted:
+                self._say("Trusting it: its SHA-256 is the one given with --trust-server.")
+                return True
+            self._say("Not trusting it: its SHA-256 is not the one given with --trust-server.")
+            return False
+        try:
+            return await self._yes_no("Trust this server? [y/N] ")
+        except AgentCanceled:
+            # No input (or escctl may not ask): declined, as if nobody had been asked.
+            self._say("no answer: not trusting it")
+            return False
 
     async def _new_pin(self, field: FieldSpec) -> str:
         bounds = ""
@@ -238,3 +301,8 @@ class TerminalAgent:
     def _say(self, text: str) -> None:
         self._err.write(text + "\n")
         self._err.flush()
+
+
+def _date(seconds: object) -> str:
+    value = seconds if isinstance(seconds, int) and not isinstance(seconds, bool) else 0
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(value)) if value else "unknown"

@@ -6,8 +6,9 @@
 ``Release()`` on the object a frontend registered (docs/dbus-api.md). It turns a
 ``Prompt`` into the contract's dictionary and an answer back into values, wrapping the
 answers to secret and PIN fields in ``Secret`` the moment they arrive; an error reply
-becomes ``CanceledError`` (the agent's ``Error.Canceled``/``Error.Rejected``: the user
-said no) or ``NoAgentError`` (the agent left, or could not answer).
+becomes ``CanceledError`` (the agent's ``Error.Canceled``; ``Error.Rejected``, the user
+said no, is its subclass ``PromptRejectedError``) or ``NoAgentError`` (the agent left,
+or could not answer).
 
 Must not: log an answer, keep one, or put one into an exception text.
 """
@@ -30,9 +31,9 @@ from escd.dbus_service.names import (
     AGENT_INTERFACE,
     ERROR_NO_REPLY,
 )
-from escd.errors import CanceledError, NoAgentError
+from escd.errors import CanceledError, NoAgentError, PromptRejectedError
 from escd.log import Secret
-from escd.tps.session import FieldType, Prompt, PromptField
+from escd.tps.session import CertificateDetails, FieldType, Prompt, PromptField
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +51,24 @@ def field_vardict(field: PromptField) -> dict[str, Variant]:
     }
 
 
+def certificate_vardict(cert: CertificateDetails) -> dict[str, Variant]:
+    """``certificate`` of a ``tls-trust`` prompt (docs/dbus-api.md)."""
+    return {
+        "host": Variant("s", cert.host),
+        "port": Variant("u", cert.port),
+        "subject": Variant("s", cert.subject),
+        "issuer": Variant("s", cert.issuer),
+        "fingerprint": Variant("s", cert.fingerprint),
+        "not_before": Variant("t", max(cert.not_before, 0)),
+        "not_after": Variant("t", max(cert.not_after, 0)),
+        "reason": Variant("s", cert.reason),
+        "der": Variant("ay", cert.der),
+    }
+
+
 def prompt_vardict(prompt: Prompt) -> dict[str, Variant]:
     """The ``prompt`` argument of ``RequestInput`` (docs/dbus-api.md)."""
-    return {
+    values = {
         "kind": Variant("s", str(prompt.kind)),
         "title": Variant("s", prompt.title),
         "description": Variant("s", prompt.description),
@@ -61,6 +77,9 @@ def prompt_vardict(prompt: Prompt) -> dict[str, Variant]:
         "attempt": Variant("u", prompt.attempt),
         "previous_error": Variant("s", prompt.previous_error),
     }
+    if prompt.certificate is not None:
+        values["certificate"] = Variant("a{sv}", certificate_vardict(prompt.certificate))
+    return values
 
 
 def answers_from(values: Mapping[str, Any], prompt: Prompt) -> Answers:
@@ -111,7 +130,7 @@ class DBusAgentChannel:
             if name == AGENT_ERROR_CANCELED:
                 raise CanceledError(f"the {prompt.kind} prompt was canceled")
             if name == AGENT_ERROR_REJECTED:
-                raise CanceledError(f"the {prompt.kind} prompt was rejected")
+                raise PromptRejectedError(f"the {prompt.kind} prompt was rejected")
             if name == ERROR_NO_REPLY:
                 raise NoAgentError("the agent left the bus before answering")
             # The error's own text stays out: a broken agent may put anything there.

@@ -3,7 +3,8 @@
 
 ``PhoneHomeWork`` is the ``escd.jobs.Work`` a ``Token.PhoneHome`` call runs: one
 ``PhoneHomeService.run`` with the caller's ``force`` and ``url``, asking the caller's
-agent for a URL when none is known. Its outcome is the job's result: success when an
+agent for a URL when none is known, and (``escd.trustprompt``) whether to trust a
+server whose certificate is not trusted. Its outcome is the job's result: success when an
 answer was fetched (or a fresh one is stored), otherwise the error that stopped it
 (``TlsUntrusted`` with the fingerprint to pin, ``Network``, ``PhoneHomeFailed``), in
 escd's own words, which is why the message is the error's and not a numbered ESC text
@@ -24,13 +25,21 @@ import asyncio
 import logging
 
 from escd.agents import AgentBroker
-from escd.errors import CanceledError, EscdError, NoAgentError, PhoneHomeError, PromptTimeoutError
+from escd.errors import (
+    CanceledError,
+    EscdError,
+    NoAgentError,
+    PhoneHomeError,
+    PromptTimeoutError,
+    TlsUntrustedError,
+)
 from escd.jobs import JobProgress
 from escd.model import PhoneHomeState
 from escd.phonehome.parser import url_problem
-from escd.phonehome.service import PhoneHomeService
+from escd.phonehome.service import ConfirmTrust, PhoneHomeService
 from escd.tps.session import FieldType, Prompt, PromptField, PromptKind
 from escd.tps.status import SUCCESS, Outcome, StatusSource
+from escd.trustprompt import PHONE_HOME_SERVER, ServerTrustAsker
 
 logger = logging.getLogger(__name__)
 
@@ -119,12 +128,14 @@ class PhoneHomeWork:
         url: str,
         broker: AgentBroker | None,
         starter: str,
+        trust: ServerTrustAsker | None = None,
     ) -> None:
         self._service = service
         self._token_id = token_id
         self._force = force
         self._url = url
         self._broker = broker
+        self._trust = trust
         #: The job's object path, for the agent prompt; set once the job manager made it.
         self.job_path = NO_JOB
         self._starter = starter
@@ -148,7 +159,11 @@ class PhoneHomeWork:
         self._task = asyncio.current_task()
         try:
             outcome = await self._service.run(
-                self._token_id, force=self._force, url=self._url, ask=ask
+                self._token_id,
+                force=self._force,
+                url=self._url,
+                ask=ask,
+                trust=self._confirm_trust(progress) if self._trust is not None else None,
             )
         except asyncio.CancelledError:
             if self._aborted is None:
@@ -171,6 +186,25 @@ class PhoneHomeWork:
                 "(SetTokenSettings) or register an agent that can be asked"
             )
         )
+
+    def _confirm_trust(self, progress: JobProgress) -> ConfirmTrust:
+        trust = self._trust
+        assert trust is not None
+
+        async def confirm(untrusted: TlsUntrustedError) -> bool:
+            progress.waiting_for_input(True)
+            try:
+                return await trust(
+                    untrusted,
+                    job=self.job_path,
+                    starter=self._starter,
+                    server=PHONE_HOME_SERVER,
+                    token_id=self._token_id,
+                )
+            finally:
+                progress.waiting_for_input(False)
+
+        return confirm
 
 
 def _failure(error: EscdError) -> Outcome:

@@ -12,7 +12,9 @@ card's Phone Home URL changes) it runs, in a background task of its own, ESC's
 2. A stored answer from that URL younger than ``phone_home.max_age`` is used as it is
    (``Fetched``, no request). Otherwise the answer is fetched (``Running``, then
    ``Fetched``) and stored with the time; if that fails, a stored answer is shown
-   (``FromCache``), else ``Failed``.
+   (``FromCache``), else ``Failed``. In a ``Token.PhoneHome`` job (``trust`` given), a
+   server whose certificate is not trusted is shown to the user first, and fetched from
+   once more if they pin it; the phone home on insertion never asks.
 3. The effective values (``escd.phonehome.cache.effective``: admin values win over
    fetched ones, fetched ones over the configuration) go into the token's registry
    record, which the D-Bus ``Token`` object mirrors.
@@ -38,7 +40,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from escd.config import Config
-from escd.errors import EscdError, NetworkError, NoSuchTokenError, PhoneHomeError
+from escd.errors import (
+    EscdError,
+    NetworkError,
+    NoSuchTokenError,
+    PhoneHomeError,
+    TlsUntrustedError,
+)
 from escd.events import EventKind, EventRing
 from escd.model import PhoneHomeState
 from escd.phonehome.cache import (
@@ -58,10 +66,14 @@ from escd.tokens import RegistryEvent, TokenAppeared, TokenChanged, TokenGone, T
 if TYPE_CHECKING:
     import httpx
 
+    from escd.phonehome.parser import PhoneHomeInfo
+
 logger = logging.getLogger(__name__)
 
 #: Asks a user (through an agent) for a token's Phone Home URL; "" when nobody answered.
 AskUrl = Callable[[str], Awaitable[str]]
+#: Asks a user (through an agent) to trust a server's certificate; True once it is pinned.
+ConfirmTrust = Callable[[TlsUntrustedError], Awaitable[bool]]
 #: Builds the HTTP client, once, when the first answer is fetched.
 MakeClient = Callable[[], "httpx.AsyncClient"]
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
@@ -196,22 +208,31 @@ class PhoneHomeService:
         force: bool = False,
         url: str = "",
         ask: AskUrl | None = None,
+        trust: ConfirmTrust | None = None,
     ) -> PhoneHomeOutcome:
         """Phone home for a present token now (``Token.PhoneHome`` and insertions).
 
         ``force`` ignores a fresh stored answer; ``url`` replaces the resolved Phone Home
         URL for this run (remembered for the token when it worked, as ESC's dialog did);
-        ``ask`` is called when no URL is known. Waits for a run already going on for the
-        token. Raises ``NoSuchTokenError``; network and answer problems are reported in
-        the outcome, not raised.
+        ``ask`` is called when no URL is known; ``trust`` when a server's certificate is
+        not trusted (the fetch is tried once more when it returns True). Waits for a run
+        already going on for the token. Raises ``NoSuchTokenError``, and what ``trust``
+        raises (an unanswered prompt); network and answer problems are reported in the
+        outcome, not raised.
         """
         token_id = check_token_id(token_id)
         lock = self._locks.setdefault(token_id, asyncio.Lock())
         async with lock:
-            return await self._run_locked(token_id, force=force, url=url, ask=ask)
+            return await self._run_locked(token_id, force=force, url=url, ask=ask, trust=trust)
 
     async def _run_locked(
-        self, token_id: str, *, force: bool, url: str, ask: AskUrl | None
+        self,
+        token_id: str,
+        *,
+        force: bool,
+        url: str,
+        ask: AskUrl | None,
+        trust: ConfirmTrust | None,
     ) -> PhoneHomeOutcome:
         token = self._registry.token(token_id)
         config = self._config()
@@ -250,22 +271,8 @@ class PhoneHomeService:
             logger.debug("phone home for %s: the stored answer is fresh", token_id)
             return PhoneHomeOutcome(PhoneHomeState.FETCHED, chosen.value)
         self._publish(token_id, record, PhoneHomeState.RUNNING, chosen.value)
-        # Imported here, not with this module: the HTTP client stack (httpx, ~2.5 MB and
-        # ~40 ms to import) is needed only once an answer is fetched, which a daemon
-        # whose tokens have no Phone Home URL, or fresh stored answers, never does.
-        from escd.phonehome.client import fetch_service_info
-
-        if self._client is None:
-            self._client = self._make_client()
         try:
-            info = await fetch_service_info(
-                chosen.value,
-                token.cuid,
-                self._client,
-                max_size=settings.max_size,
-                timeout=settings.timeout,
-                allow_http=config.tps.allow_http,
-            )
+            info = await self._fetch(chosen.value, token.cuid, config, trust)
         except (NetworkError, PhoneHomeError) as exc:
             state = PhoneHomeState.FROM_CACHE if cached is not None else PhoneHomeState.FAILED
             self._publish(token_id, record, state, chosen.value)
@@ -280,6 +287,12 @@ class PhoneHomeService:
             )
             self._event(token_id, f"phone home failed ({shown}): {exc.message}", error=True)
             return PhoneHomeOutcome(state, chosen.value, exc)
+        except (EscdError, asyncio.CancelledError):
+            # The trust prompt went unanswered, or the job was canceled while it waited:
+            # the token must not stay Running.
+            state = PhoneHomeState.FROM_CACHE if cached is not None else PhoneHomeState.FAILED
+            self._publish(token_id, record, state, chosen.value)
+            raise
         record = await asyncio.to_thread(
             self._store.save_fetched, token_id, info, self._clock(), chosen.value
         )
@@ -297,6 +310,37 @@ class PhoneHomeService:
             token_id, f"phone home: issuer {info.issuer_name!r}, TPS {info.tps_url or '(none)'}"
         )
         return PhoneHomeOutcome(PhoneHomeState.FETCHED, chosen.value)
+
+    async def _fetch(
+        self, url: str, cuid: str, config: Config, trust: ConfirmTrust | None
+    ) -> PhoneHomeInfo:
+        # Imported here, not with this module: the HTTP client stack (httpx, ~2.5 MB and
+        # ~40 ms to import) is needed only once an answer is fetched, which a daemon
+        # whose tokens have no Phone Home URL, or fresh stored answers, never does.
+        from escd.phonehome.client import fetch_service_info
+
+        if self._client is None:
+            self._client = self._make_client()
+        client = self._client
+
+        async def fetch() -> PhoneHomeInfo:
+            return await fetch_service_info(
+                url,
+                cuid,
+                client,
+                max_size=config.phone_home.max_size,
+                timeout=config.phone_home.timeout,
+                allow_http=config.tps.allow_http,
+            )
+
+        try:
+            return await fetch()
+        except TlsUntrustedError as untrusted:
+            if trust is None or not await trust(untrusted):
+                raise
+        # The certificate the user saw is pinned now (the client builds a new transport
+        # for the new context): once more, verified against that pin, never asked again.
+        return await fetch()
 
     async def _remember_url(self, token_id: str, record: TokenRecord, url: str) -> TokenRecord:
         # Only a URL that worked is remembered, and only where nothing better exists.

@@ -132,6 +132,28 @@ class PromptField:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateDetails:
+    """The server certificate a ``tls-trust`` prompt is about (``certificate`` in the prompt).
+
+    Read-only details for the user to judge; ``fingerprint`` is what is pinned when they
+    accept.
+    """
+
+    host: str
+    port: int
+    subject: str
+    issuer: str
+    #: SHA-256 of ``der``, ``AB:CD:…`` (as ``escctl trust`` prints it).
+    fingerprint: str
+    #: Validity, Unix seconds.
+    not_before: int
+    not_after: int
+    #: Why the certificate was not accepted (OpenSSL's words, or "not the pinned one").
+    reason: str = ""
+    der: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Prompt:
     """What to ask the user; ``title`` and ``description`` are the TPS's own texts."""
 
@@ -144,6 +166,8 @@ class Prompt:
     attempt: int = 1
     #: Why the previous answer was not used; "" on the first attempt.
     previous_error: str = ""
+    #: ``tls-trust`` only: the certificate the user is asked to trust.
+    certificate: CertificateDetails | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,6 +578,7 @@ def _replace_attempt(prompt: Prompt, attempt: int, problem: str) -> Prompt:
         locale=prompt.locale,
         attempt=attempt,
         previous_error=problem,
+        certificate=prompt.certificate,
     )
 
 

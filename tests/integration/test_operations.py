@@ -22,12 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from dbus_fast import DBusError, Message, Variant
 from dbus_fast.aio import MessageBus
 
 from escd.card.apdu import CommandApdu
 from escd.config import Config
-from escd.ctl.agent import register_agent
+from escd.ctl.agent import (
+    ESCCTL_CAPABILITIES,
+    AgentCanceled,
+    Answer,
+    PromptRequest,
+    register_agent,
+)
 from escd.ctl.client import EscdClient, JobView, plain
 from escd.daemon import Daemon
 from escd.dbus_service.names import (
@@ -56,6 +63,7 @@ from escd.sim.reader import SimReaderBackend
 from escd.sim.tps import SimulatedTps
 from escd.sim.tps_config import Faults, TokenPolicy, TpsConfig
 from escd.sim.tps_db import User, UserDirectory
+from escd.trust import fetch_server_certificate, fingerprint
 from tests.support.agents import ScriptedAgent
 from tests.system.test_introspection import SHIPPED, interfaces
 
@@ -703,6 +711,165 @@ async def test_an_untrusted_tps_certificate_is_tls_untrusted_with_its_fingerprin
     assert (result_of(views)["status_source"], result_of(views)["tps_status"]) == ("local", 47)
     assert any("not trusted (SHA-256 " in record.getMessage() for record in caplog.records)
     assert len(env.tps.sessions) == 0
+
+
+# -- an untrusted TPS: the tls-trust prompt (ESC's "Add Exception") ----------------------------
+
+
+@dataclasses.dataclass
+class TrustAgent(ScriptedAgent):
+    """A scripted agent with ``tls-trust``: ``before_trust`` runs before it answers one;
+    ``reject_trust`` answers it with ``Agent.Error.Rejected``."""
+
+    before_trust: Callable[[], None] | None = None
+    reject_trust: bool = False
+
+    async def answer(self, request: PromptRequest) -> dict[str, Answer]:
+        if request.kind == "tls-trust":
+            if self.before_trust is not None:
+                self.before_trust()
+            if self.reject_trust:
+                self.requests.append(request)
+                raise AgentCanceled("the user said no", rejected=True)
+        return await super().answer(request)
+
+
+async def trust_env(make_env: MakeEnv, agent: ScriptedAgent, **kwargs: Any) -> Env:
+    """An untrusted TLS TPS (its CA is in no trust store of escd's) and ``agent`` with
+    escctl's capabilities (``tls-trust`` included)."""
+    env = await make_env(TpsConfig(tls=True), agent=agent, register=False, **kwargs)
+    await register_agent(env.client.bus, agent, capabilities=ESCCTL_CAPABILITIES)
+    return env
+
+
+async def presented(env: Env) -> str:
+    """The SHA-256 the simulated TPS presents now, fetched outside escd."""
+    return fingerprint(await fetch_server_certificate("127.0.0.1", env.tps.port, TIMEOUT))
+
+
+async def list_trust(env: Env) -> list[dict[str, Any]]:
+    (entries,) = await env.client.call(MANAGER_PATH, MANAGER_INTERFACE, "ListTrust")
+    listed: list[dict[str, Any]] = plain(entries)
+    return listed
+
+
+async def test_an_untrusted_tps_the_user_trusts_is_pinned_and_the_operations_succeed(
+    make_env: MakeEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="escd.trustprompt")
+    agent = TrustAgent()
+    agent.answers["trust"] = True
+    env = await trust_env(make_env, agent)
+    shown = await presented(env)
+    path = await env.insert(blank())
+    views = await env.run(path, "Format", handle_token="fmt", confirmed=Variant("b", True))
+    assert error_of(views) == "", result_of(views)
+    assert 2 in [view.state for view in views]  # WaitingForInput while the user decided
+    assert env.state(path) is TokenState.UNINITIALIZED
+    ask = await agent.wait_asked("tls-trust")
+    assert ask.job == env.client.job_path("fmt")
+    where = f"127.0.0.1:{env.tps.port}"
+    assert ask.title == f"Untrusted certificate from the TPS {where}"
+    reason = "self-signed certificate in certificate chain"  # OpenSSL's words
+    assert where in ask.description and reason in ask.description
+    [(field)] = ask.fields
+    assert (field.id, field.type, field.label) == ("trust", "bool", "Trust this server")
+    cert = ask.certificate
+    assert cert["host"] == "127.0.0.1" and cert["port"] == env.tps.port
+    assert cert["fingerprint"] == shown and shown in field.description
+    assert "CN=127.0.0.1" in cert["subject"] and cert["issuer"] != cert["subject"]
+    assert 0 < cert["not_before"] < cert["not_after"]
+    assert cert["reason"] == reason
+    assert fingerprint(x509.load_der_x509_certificate(bytes(cert["der"]))) == shown
+    # Pinned, exactly that certificate for that host and port, as PinServer does.
+    [entry] = await list_trust(env)
+    assert (entry["kind"], entry["host"], entry["port"]) == ("server", "127.0.0.1", env.tps.port)
+    assert entry["fingerprint"] == shown and entry["subject"] == cert["subject"]
+    events = [r.message for r in env.daemon.ring.recent() if r.kind == "trust"]
+    assert events == [f"server pinned: {where} {shown} (accepted in a tls-trust prompt)"]
+    assert any(f"the user trusted {where}" in r.getMessage() for r in caplog.records)
+    # From now on the TPS is trusted: the enrollment asks nothing about it.
+    views = await env.run(path, "Enroll", handle_token="enr")
+    assert error_of(views) == "", result_of(views)
+    assert env.state(path) is TokenState.ENROLLED
+    assert agent.kinds().count("tls-trust") == 1
+
+
+@pytest.mark.parametrize("how", ["false", "missing", "rejected"])
+async def test_an_untrusted_tps_the_user_declines_is_tls_untrusted_and_nothing_is_pinned(
+    make_env: MakeEnv, how: str
+) -> None:
+    agent = TrustAgent(reject_trust=how == "rejected")
+    if how == "false":
+        agent.answers["trust"] = False
+    env = await trust_env(make_env, agent)
+    path = await env.insert(blank())
+    views = await env.run(path, "Format", confirmed=Variant("b", True))
+    assert views[-1].state == FAILED and error_of(views) == ERROR_PREFIX + "TlsUntrusted"
+    assert (result_of(views)["status_source"], result_of(views)["tps_status"]) == ("local", 47)
+    assert agent.kinds() == ["tls-trust"]
+    assert await list_trust(env) == []
+    assert len(env.tps.sessions) == 0
+    events = [r.message for r in env.daemon.ring.recent() if r.kind == "trust"]
+    assert events == [f"not trusted by the user: 127.0.0.1:{env.tps.port} {await presented(env)}"]
+
+
+async def test_an_agent_without_tls_trust_is_not_asked_about_an_untrusted_tps(
+    make_env: MakeEnv,
+) -> None:
+    agent = TrustAgent()
+    agent.answers["trust"] = True  # it would say yes, but it did not register tls-trust
+    env = await make_env(TpsConfig(tls=True), agent=agent)  # escctl's default capabilities
+    path = await env.insert(blank())
+    views = await env.run(path, "Format", confirmed=Variant("b", True))
+    assert error_of(views) == ERROR_PREFIX + "TlsUntrusted"
+    assert "tls-trust" not in agent.kinds() and agent.kinds() == []
+    assert await list_trust(env) == []
+
+
+async def test_a_certificate_changed_after_the_prompt_is_tls_untrusted_not_trusted(
+    make_env: MakeEnv, ca: CertificateAuthority, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="escd.operation")
+
+    def swap_certificate() -> None:
+        # The server now presents another certificate (same CA, new key): the next
+        # connection gets it, the one the user was shown is gone.
+        credentials = ca.server_credentials(["127.0.0.1"])
+        (tmp_path / "key.pem").write_bytes(credentials.key_pem)
+        (tmp_path / "cert.pem").write_bytes(credentials.certificate_pem)
+        server = env.tps._server
+        assert server is not None and server.ssl_context is not None
+        server.ssl_context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+
+    agent = TrustAgent(before_trust=swap_certificate)
+    agent.answers["trust"] = True
+    env = await trust_env(make_env, agent)
+    first = await presented(env)
+    path = await env.insert(blank())
+    views = await env.run(path, "Format", confirmed=Variant("b", True))
+    assert error_of(views) == ERROR_PREFIX + "TlsUntrusted"
+    second = await presented(env)
+    assert second != first
+    assert agent.kinds() == ["tls-trust"]  # asked once, never about the new certificate
+    [entry] = await list_trust(env)
+    assert entry["fingerprint"] == first  # what was shown, and nothing else
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(second in m and "not the certificate pinned" in m for m in messages), messages
+    assert len(env.tps.sessions) == 0
+
+
+async def test_an_unanswered_tls_trust_prompt_times_out_and_is_withdrawn(
+    make_env: MakeEnv,
+) -> None:
+    agent = TrustAgent(hang={"tls-trust"})
+    env = await trust_env(make_env, agent, config={"agent": {"prompt_timeout": 1}})
+    path = await env.insert(blank())
+    views = await env.run(path, "Format", confirmed=Variant("b", True))
+    assert error_of(views) == ERROR_PREFIX + "Timeout"
+    ask = await agent.wait_asked("tls-trust")
+    await agent.wait_withdrawn(ask.request_id)
+    assert await list_trust(env) == []
 
 
 # -- the TPS misbehaving ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from dbus_fast import DBusError, Variant
 
 from escd.config import Config, load_config
+from escd.ctl.agent import ESCCTL_CAPABILITIES
 from escd.ctl.client import EscdClient, JobView
 from escd.daemon import Daemon
 from escd.dbus_service.names import (
@@ -513,6 +514,71 @@ async def test_phone_home_job_reports_tls_untrusted_with_the_fingerprint_then_su
     forced = await run_phone_home_job(harness, path, force=Variant("b", True))
     assert forced.result["error"] == ERROR_PREFIX + "Network"
     assert (await harness.props(path))["PhoneHomeState"] == PhoneHomeState.FROM_CACHE
+
+
+async def test_a_phone_home_job_asks_to_trust_the_server_but_an_insertion_never_does(
+    harness: Harness, tps: SimulatedTps
+) -> None:
+    await harness.start()
+    agent = ScriptedAgent(answers={"trust": True})
+    bus, _ = await connect_agent(agent, capabilities=ESCCTL_CAPABILITIES)
+    try:
+        path = await harness.insert(card_for(tps))
+        # The phone home on insertion fails in the background, and asks nobody.
+        assert (await harness.settled(path))["PhoneHomeState"] == PhoneHomeState.FAILED
+        assert agent.requests == []
+        assert (await harness.manager("ListTrust")) == [[]]
+        done = await run_phone_home_job(harness, path)
+        assert done.result["error"] == "" and done.state == 4
+        assert agent.kinds() == ["tls-trust"]
+        ask = agent.requests[0]
+        assert harness.client is not None
+        assert ask.job == harness.client.job_path("phonehome_test")
+        where = f"127.0.0.1:{tps.port}"
+        assert ask.title == f"Untrusted certificate from the Phone Home server {where}"
+        (shown,) = await harness.manager("FetchServerCertificate", "s", tps.phone_home_url)
+        assert ask.certificate["fingerprint"] == shown["fingerprint"].value
+        assert shown["pinned"].value is True
+        props = await harness.props(path)
+        assert props["PhoneHomeState"] == PhoneHomeState.FETCHED and props["TpsUrl"] == tps.url
+        (entries,) = await harness.manager("ListTrust")
+        assert [(e["kind"].value, e["fingerprint"].value) for e in entries] == [
+            ("server", shown["fingerprint"].value)
+        ]
+        # Trusted from now on: a forced fetch asks nothing.
+        forced = await run_phone_home_job(harness, path, force=Variant("b", True))
+        assert forced.result["error"] == "" and agent.kinds() == ["tls-trust"]
+    finally:
+        bus.disconnect()
+
+
+@pytest.mark.parametrize("answer", ["declined", "unanswered"])
+async def test_a_phone_home_job_whose_trust_prompt_is_declined_or_unanswered_fails(
+    harness: Harness, tps: SimulatedTps, answer: str
+) -> None:
+    harness.config_path.write_text("agent:\n  prompt_timeout: 1\n")
+    await harness.start()
+    agent = ScriptedAgent(answers={"trust": False})
+    if answer == "unanswered":
+        agent.hang.add("tls-trust")
+    bus, _ = await connect_agent(agent, capabilities=ESCCTL_CAPABILITIES)
+    try:
+        path = await harness.insert(card_for(tps))
+        assert (await harness.settled(path))["PhoneHomeState"] == PhoneHomeState.FAILED
+        failed = await run_phone_home_job(harness, path)
+        (shown,) = await harness.manager("FetchServerCertificate", "s", tps.phone_home_url)
+        if answer == "declined":
+            assert failed.result["error"] == ERROR_PREFIX + "TlsUntrusted"
+            assert shown["fingerprint"].value in failed.result["message"]
+        else:
+            assert failed.result["error"] == ERROR_PREFIX + "Timeout"
+            await agent.wait_withdrawn(agent.requests[0].request_id)
+        assert agent.kinds() == ["tls-trust"]
+        assert (await harness.manager("ListTrust")) == [[]]
+        # Not left Running while the user was asked.
+        assert (await harness.props(path))["PhoneHomeState"] == PhoneHomeState.FAILED
+    finally:
+        bus.disconnect()
 
 
 async def test_no_url_anywhere_asks_the_agent_once_and_remembers_the_answer(

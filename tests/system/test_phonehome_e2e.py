@@ -97,6 +97,48 @@ def phone_home_failed(setup: Setup) -> str:
     return f"phone home for {setup.cuid} to .* failed"
 
 
+def test_escctl_answers_the_tls_trust_prompt_of_its_phone_home_job(setup: Setup) -> None:
+    with EscdProcess(setup.env).start() as daemon:
+        mark = daemon.mark()
+        setup.card.insert()
+        # On insertion nobody is asked (and escctl is not even running): it just fails.
+        daemon.wait_for(phone_home_failed(setup), TIMEOUT, start=mark)
+        refused = setup.escctl("phone-home", setup.cuid, answer="n\n")
+        assert refused.returncode == 1, refused
+        assert "Untrusted certificate from the Phone Home server 127.0.0.1:" in refused.stderr
+        assert "Trust this server? [y/N]" in refused.stderr
+        assert "phone home failed: io.github.escd.Escd1.Error.TlsUntrusted" in refused.stderr
+        assert "--trust-server FINGERPRINT" in refused.stderr
+        assert json.loads(setup.escctl("trust", "list", "--json").stdout) == []
+
+        mark = daemon.mark()
+        trusted = setup.escctl("phone-home", setup.cuid, answer="y\n")
+        assert trusted.returncode == 0, trusted
+        shown = next(
+            row.split(":", 1)[1].strip()
+            for row in trusted.stderr.splitlines()
+            if row.strip().startswith("SHA-256:")
+        )
+        assert f"phone home for {setup.cuid}: fetched" in trusted.stdout
+        (entry,) = json.loads(setup.escctl("trust", "list", "--json").stdout)
+        assert entry["kind"] == "server" and entry["fingerprint"] == shown
+        assert entry["port"] == setup.tps.port
+        line = daemon.wait_for(r"the user trusted 127\.0\.0\.1:", TIMEOUT, start=mark)
+        assert shown in line
+
+        # Non-interactively: only the fingerprint given is trusted.
+        assert setup.escctl("trust", "remove", entry["id"]).returncode == 0
+        wrong = setup.escctl("phone-home", setup.cuid, "--force", "--trust-server", "ab" * 32)
+        assert wrong.returncode == 1, wrong
+        assert "not the one given with --trust-server" in wrong.stderr
+        assert json.loads(setup.escctl("trust", "list", "--json").stdout) == []
+        right = setup.escctl("phone-home", setup.cuid, "--force", "--trust-server", shown)
+        assert right.returncode == 0, right
+        assert [
+            e["fingerprint"] for e in json.loads(setup.escctl("trust", "list", "--json").stdout)
+        ] == [shown]
+
+
 def test_untrusted_server_then_add_server_then_properties_on_the_bus(setup: Setup) -> None:
     with EscdProcess(setup.env).start() as daemon:
         mark = daemon.mark()
