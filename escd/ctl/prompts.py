@@ -245,13 +245,23 @@ class TerminalAgent:
         bounds = ""
         if field.min_length or field.max_length:
             bounds = f" ({field.min_length}-{field.max_length} characters)"
-        for _ in range(PIN_CONFIRM_ATTEMPTS):
+        mismatches = 0
+        while mismatches < PIN_CONFIRM_ATTEMPTS:
             pin = await self._ask(f"{field.label}{bounds}: ", secret=True)
+            if len(pin) < field.min_length or (field.max_length and len(pin) > field.max_length):
+                # Refused here: escd would only ask again after the confirmation.
+                self._say(
+                    f"The new PIN must have {field.min_length} to {field.max_length} characters."
+                    if field.max_length
+                    else f"The new PIN must have at least {field.min_length} characters."
+                )
+                continue
             if not field.confirm:
                 return pin
             again = await self._ask(f"{field.label} again: ", secret=True)
             if pin == again:
                 return pin
+            mismatches += 1
             self._say("The two PINs differ; try again.")
         raise AgentCanceled("the new PIN was not confirmed")
 
@@ -273,10 +283,11 @@ class TerminalAgent:
     async def _ask(self, question: str, *, secret: bool) -> str:
         if not self._interactive:
             raise AgentCanceled(f"{question.rstrip(': ')} is needed and escctl may not ask")
-        self._err.write(question)
-        self._err.flush()
         try:
             with self._echo_off(secret):
+                # Echo goes off before the question shows: what is typed at once stays hidden.
+                self._err.write(question)
+                self._err.flush()
                 return await self._lines.readline()
         except EOFError:
             raise AgentCanceled("no input") from None
