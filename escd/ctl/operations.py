@@ -229,6 +229,7 @@ async def _operation(client: EscdClient, args: argparse.Namespace) -> int:
         except asyncio.CancelledError:
             _uncancel()
             progress.pause()
+            agent.interrupt()
             _complain(f"canceling the {command}...")
             ended = await _cancel(client, job, watch.updates())
             progress.pause()
@@ -239,11 +240,15 @@ async def _operation(client: EscdClient, args: argparse.Namespace) -> int:
     if final.state == SUCCEEDED:
         _say(f"{command} of token {token_id} succeeded")
         return EXIT_OK
+    if final.state == CANCELED:
+        # A "no" at a prompt is the user's choice, not a failure to explain.
+        _complain(f"{command} of token {token_id} canceled")
+        return EXIT_CANCELED
     _complain(output.job_failure(command, final.result))
     hint = trust_hint(final.result)
     if hint is not None:
         _complain(hint)
-    return EXIT_CANCELED if final.state == CANCELED else EXIT_FAILED
+    return EXIT_FAILED
 
 
 async def _follow(updates: AsyncIterator[JobView], progress: ProgressDisplay) -> JobView:

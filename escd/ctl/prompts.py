@@ -144,6 +144,10 @@ class TerminalAgent:
         self._before_prompt = before_prompt or (lambda: None)
         #: Field ids answered from presets, to recognize a rejected preset on retry.
         self._from_presets: set[str] = set()
+        #: A question is on the terminal, waiting for its line.
+        self._asking = False
+        #: Ctrl+C already ended that question's line.
+        self._interrupted = False
 
     # -- AgentHandler ----------------------------------------------------------------------
 
@@ -288,7 +292,11 @@ class TerminalAgent:
                 # Echo goes off before the question shows: what is typed at once stays hidden.
                 self._err.write(question)
                 self._err.flush()
-                return await self._lines.readline()
+                self._asking, self._interrupted = True, False
+                try:
+                    return await self._lines.readline()
+                finally:
+                    self._asking = False
         except EOFError:
             raise AgentCanceled("no input") from None
 
@@ -306,8 +314,16 @@ class TerminalAgent:
         finally:
             # Also when escd withdrew the prompt: the terminal must not stay silent.
             termios.tcsetattr(self._fd, termios.TCSADRAIN, saved)
+            if not self._interrupted:  # the Enter typed was not echoed
+                self._err.write("\n")
+                self._err.flush()
+
+    def interrupt(self) -> None:
+        """Ctrl+C arrived: end the line of an open question so what follows starts clean."""
+        if self._asking:
             self._err.write("\n")
             self._err.flush()
+            self._interrupted = True
 
     def _say(self, text: str) -> None:
         self._err.write(text + "\n")
