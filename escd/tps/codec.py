@@ -645,7 +645,7 @@ def decode(data: bytes) -> Message:
 # -- traffic logging -----------------------------------------------------------------------
 
 
-def _shown(message: TpsMessage, name: str, value: object) -> str:
+def _shown(message: TpsMessage, value: object) -> str:
     if isinstance(value, Secret):
         return REDACTED
     if isinstance(value, bytes):
@@ -656,7 +656,7 @@ def _shown(message: TpsMessage, name: str, value: object) -> str:
             if isinstance(item, AuthParameter):
                 items.append(f"{item.id}:{item.type}")
             elif isinstance(item, tuple) and len(item) == 2:
-                items.append(f"{item[0]}={_shown(message, name, item[1])}")
+                items.append(f"{item[0]}={_shown(message, item[1])}")
             else:
                 items.append(str(item))
         return "[" + ", ".join(items) + "]"
@@ -678,7 +678,7 @@ def redacted(message: TpsMessage | bytes) -> str:
         except RemoteTpsProtocolError:
             return f"<undecodable {len(data)}-byte message>"
     parts = [
-        f"{field.name}={_shown(message, field.name, getattr(message, field.name))}"
+        f"{field.name}={_shown(message, getattr(message, field.name))}"
         for field in dataclasses.fields(message)  # type: ignore[arg-type]
     ]
     return f"{message.msg_type.name} " + " ".join(parts)

@@ -100,7 +100,6 @@ class TpsConnection:
         """
         check_url_allowed(url, allow_http)
         parts = urlsplit(url)
-        self._url = url
         self._tls = parts.scheme.lower() == "https"
         self._host = normalize_host(parts.hostname or "")
         # ESC assumed port 80 even for https (ESC CoolKeyHandler.cpp, CollectPreferences);
@@ -142,10 +141,6 @@ class TpsConnection:
             message_timeout=config.message_timeout,
             connect_timeout=config.connect_timeout,
         )
-
-    @property
-    def url(self) -> str:
-        return self._url
 
     async def __aenter__(self) -> Self:
         return self

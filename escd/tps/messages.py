@@ -357,29 +357,6 @@ ClientMessage = (
 )
 Message = ServerMessage | ClientMessage
 
-#: Every message class by its ``msg_type``.
-MESSAGE_CLASSES: dict[MessageType, type[TpsMessage]] = {
-    cls.msg_type: cls
-    for cls in (
-        BeginOp,
-        LoginRequest,
-        LoginResponse,
-        SecurIdRequest,
-        SecurIdResponse,
-        AsqRequest,
-        AsqResponse,
-        TokenPduRequest,
-        TokenPduResponse,
-        NewPinRequest,
-        NewPinResponse,
-        EndOp,
-        StatusUpdateRequest,
-        StatusUpdateResponse,
-        ExtendedLoginRequest,
-        ExtendedLoginResponse,
-    )
-}
-
 
 def secrets_of(message: TpsMessage) -> tuple[Secret, ...]:
     """The secrets ``message`` carries, so the sender can drop them once it is encoded."""
