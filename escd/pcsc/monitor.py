@@ -33,6 +33,8 @@ from enum import Enum, auto
 
 from smartcard import scard
 
+from escd.errors import EscdError
+from escd.pcsc.connection import describe_code, list_readers
 from escd.readers import (
     CardInserted,
     CardRemoved,
@@ -55,7 +57,6 @@ _INFINITE = 0xFFFFFFFF
 _SUCCESS = 0
 _CANCELLED = scard.SCARD_E_CANCELLED & 0xFFFFFFFF
 _TIMEOUT = scard.SCARD_E_TIMEOUT & 0xFFFFFFFF
-_NO_READERS = scard.SCARD_E_NO_READERS_AVAILABLE & 0xFFFFFFFF
 _COMM_ERROR = scard.SCARD_F_COMM_ERROR & 0xFFFFFFFF
 _SECURITY_VIOLATION = scard.SCARD_W_SECURITY_VIOLATION & 0xFFFFFFFF
 #: The reader list changed between listing and waiting: list again, the context is fine.
@@ -67,13 +68,6 @@ _READER_GONE = frozenset(
 # every insertion and removal); the state bits are the low 16.
 _STATE_MASK = 0xFFFF
 _NOT_READABLE = scard.SCARD_STATE_UNAVAILABLE | scard.SCARD_STATE_UNKNOWN | scard.SCARD_STATE_IGNORE
-
-
-def describe_code(code: int) -> str:
-    """``0x8010001D (Service not available.)`` for logs."""
-    code &= 0xFFFFFFFF
-    text = str(scard.SCardGetErrorMessage(code)).strip()
-    return f"0x{code:08X} ({text})" if text else f"0x{code:08X}"
 
 
 class _End(Enum):
@@ -258,15 +252,13 @@ class ReaderMonitor:
                 states = self._sync_readers(readers, states)
 
     def _list_readers(self, context: int) -> list[str] | None:
-        hresult, readers = scard.SCardListReaders(context, [])
-        code = hresult & 0xFFFFFFFF
-        if code == _NO_READERS:
-            readers = []
-        elif code != _SUCCESS:
-            logger.info("cannot list readers: %s", describe_code(code))
+        try:
+            readers = list_readers(context)
+        except EscdError as exc:
+            logger.info("cannot list readers: %s", exc.message)
             return None
         self._set_service(PcscState.OK if readers else PcscState.NO_READERS)
-        return list(readers)
+        return readers
 
     def _sync_readers(self, readers: list[str], states: dict[str, int]) -> dict[str, int]:
         for name in [name for name in self._readers if name not in readers]:
