@@ -30,7 +30,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from escd.errors import (
@@ -149,9 +149,7 @@ class AgentBroker:
         if default:
             for other, agent in list(self._agents.items()):
                 if agent.default and other != owner:
-                    self._agents[other] = AgentRecord(
-                        agent.owner, agent.path, agent.capabilities, False, agent.ui
-                    )
+                    self._agents[other] = replace(agent, default=False)
         self._agents[owner] = record
         logger.info(
             "agent %s registered by %s (%s%s)",

@@ -27,7 +27,7 @@ carrying the error. Exceptions (``LocalTpsProtocolError``) are raised only when 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum, auto
 
 from escd.errors import (
@@ -480,7 +480,7 @@ class TpsSession:
             return self._fail(
                 CanceledError(f"no acceptable answer after {self._max_attempts} attempts")
             )
-        pending.prompt = _replace_attempt(pending.prompt, attempt, problem)
+        pending.prompt = replace(pending.prompt, attempt=attempt, previous_error=problem)
         return [AskUser(pending.prompt)]
 
     def _prompt_for(
@@ -567,19 +567,6 @@ def _extended_login_fields(request: ExtendedLoginRequest) -> tuple[PromptField, 
             )
         )
     return tuple(fields)
-
-
-def _replace_attempt(prompt: Prompt, attempt: int, problem: str) -> Prompt:
-    return Prompt(
-        prompt.kind,
-        prompt.fields,
-        title=prompt.title,
-        description=prompt.description,
-        locale=prompt.locale,
-        attempt=attempt,
-        previous_error=problem,
-        certificate=prompt.certificate,
-    )
 
 
 def _value(values: Mapping[str, Secret | str], key: str) -> str:
