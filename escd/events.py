@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum, StrEnum, unique
+from enum import StrEnum, unique
 
+from escd.model import enum_word
 from escd.tokens import (
     PcscStateChanged,
     ReaderAppeared,
@@ -55,10 +56,6 @@ class EventRecord:
     reader: str = ""
 
 
-def _name(value: Enum) -> str:
-    return value.name.lower().replace("_", "-")
-
-
 class EventRing:
     """The last ``size`` events, oldest first."""
 
@@ -90,7 +87,7 @@ class EventRing:
         """Registry subscriber: keep the events a support engineer would ask about."""
         match event:
             case PcscStateChanged(state=state):
-                self.record(EventKind.PCSC, f"PC/SC service: {_name(state)}")
+                self.record(EventKind.PCSC, f"PC/SC service: {enum_word(state)}")
             case ReaderAppeared(reader=reader):
                 self.record(EventKind.READER_ADDED, "reader added", reader=reader.name)
             case ReaderGone(reader=reader):
@@ -98,12 +95,12 @@ class EventRing:
             case ReaderChanged(reader=reader, changed=changed) if "state" in changed:
                 self.record(
                     EventKind.READER_STATE,
-                    f"reader state: {_name(reader.state)}",
+                    f"reader state: {enum_word(reader.state)}",
                     reader=reader.name,
                 )
             case TokenAppeared(token=token):
                 info = token.info
-                text = f"token inserted: {_name(info.state)}"
+                text = f"token inserted: {enum_word(info.state)}"
                 if info.problem:
                     text += f" ({info.problem})"
                 self.record(

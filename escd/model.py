@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import IntEnum, StrEnum, unique
+from enum import Enum, IntEnum, StrEnum, unique
 
 
 @unique
@@ -84,6 +84,13 @@ _TPS_OPERATIONS = {
     JobKind.UNBLOCK: OperationType.UNBLOCK,
     JobKind.RENEW: OperationType.RENEW,
 }
+
+
+def enum_word(value: Enum) -> str:
+    """An enum member as people and scripts read it: ``TokenState.NO_APPLET`` is
+    ``no-applet``. ``escd probe``, escctl's JSON, diagnostics and the event ring all
+    spell states this way, so that they speak one vocabulary."""
+    return value.name.lower().replace("_", "-")
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ Must not: send a PIN, write to a card, or keep a card beyond its transaction.
 
 from __future__ import annotations
 
-import enum
 import json
 import sys
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import TextIO
 from escd.card.atr import describe_atr
 from escd.card.identify import identify
 from escd.errors import CardError, CardRemovedError, PcscUnavailableError
-from escd.model import AppletKind, CertificateInfo, TokenInfo, TokenState
+from escd.model import AppletKind, CertificateInfo, TokenInfo, TokenState, enum_word
 from escd.pcsc.connection import PcscCardSession, list_readers, open_context, release_context
 
 EXIT_OK = 0
@@ -123,11 +122,6 @@ def certificate_to_json(certificate: CertificateInfo) -> dict[str, str]:
     }
 
 
-def _enum_name(value: enum.Enum) -> str:
-    # The same spelling as escctl's JSON ("no-applet", "enrolled"), so scripts see one vocabulary.
-    return value.name.lower().replace("_", "-")
-
-
 def token_to_json(token: TokenInfo) -> dict[str, object]:
     """The stable JSON form of a token (keys are part of the command's interface)."""
     return {
@@ -135,8 +129,8 @@ def token_to_json(token: TokenInfo) -> dict[str, object]:
         "atr": token.atr.hex().upper(),
         "cuid": token.cuid,
         "msn": token.msn,
-        "state": _enum_name(token.state),
-        "applet": _enum_name(token.applet),
+        "state": enum_word(token.state),
+        "applet": enum_word(token.applet),
         "applet_version": _version(token.applet_version),
         "applet_release": _version(token.applet_release),
         "build_id": None if token.build_id is None else f"{token.build_id:08x}",
