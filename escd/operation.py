@@ -75,6 +75,7 @@ from escd.tps.session import (
 )
 from escd.tps.status import Outcome, StatusSource, TpsStatus, end_op_message, outcome_of
 from escd.trust import check_url_allowed
+from escd.trustprompt import TPS_SERVER
 
 logger = logging.getLogger(__name__)
 
@@ -448,7 +449,7 @@ class Operation:
                 untrusted,
                 job=self.job_path,
                 starter=self._plan.caller,
-                server="TPS",
+                server=TPS_SERVER,
                 token_id=self._plan.token_id,
             )
         finally:
