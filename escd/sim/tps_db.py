@@ -290,7 +290,11 @@ class UserDirectory:
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
-            raise ValueError(f"{path} is not YAML: {err}") from err
+            # PyYAML's message quotes the offending line, which may hold a password:
+            # name only where it is, and do not chain the error.
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ValueError(f"{path} is not YAML{where}") from None
         if isinstance(data, dict) and set(data) == {"users"}:
             data = data["users"]
         if not isinstance(data, dict) or not data:

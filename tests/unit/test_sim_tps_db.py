@@ -98,3 +98,15 @@ def test_users_file(tmp_path: Path) -> None:
         path.write_text(bad)
         with pytest.raises(ValueError):
             UserDirectory.load(path)
+
+
+@pytest.mark.parametrize("text", ['eve: "s3cret-pw\n', "eve: {password: s3cret-pw: x}\n"])
+def test_a_users_file_that_is_not_yaml_is_reported_without_its_passwords(
+    tmp_path: Path, text: str
+) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"line \d+, column \d+") as info:
+        UserDirectory.load(path)
+    assert "s3cret-pw" not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
