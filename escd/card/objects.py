@@ -328,16 +328,6 @@ class CombinedObject:
     format_version: int = COMBINED_FORMAT_VERSION
 
     @property
-    def cuid_hex(self) -> str:
-        return self.cuid.hex()
-
-    def record(self, oid: bytes) -> ObjectRecord | None:
-        for record in self.records:
-            if record.object_id == oid:
-                return record
-        return None
-
-    @property
     def certificates(self) -> tuple[CertificateObject, ...]:
         """Certificate records (``c<n>``, class certificate) that carry their DER."""
         found = []
