@@ -57,7 +57,7 @@ from escd.log import Secret
 from escd.model import JobKind, OperationType, TokenState
 from escd.tokens import TokenRegistry
 from escd.tps import codec
-from escd.tps.messages import EndOp, Message, TpsMessage
+from escd.tps.messages import Message, TpsMessage
 from escd.tps.session import (
     Action,
     AskUser,
@@ -541,7 +541,7 @@ class Operation:
     def _outcome(self, result: SessionResult) -> Outcome:
         end_op = result.end_op
         if (
-            isinstance(end_op, EndOp)
+            end_op is not None
             and not end_op.succeeded
             and end_op.message == TpsStatus.NO_ERROR
             and self._plan.operation in _MAY_BE_UNSUPPORTED
