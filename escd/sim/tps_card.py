@@ -26,6 +26,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from escd.card.apdu import CommandApdu, ResponseApdu
+from escd.card.coolkey import (
+    ListSequence,
+    get_build_id,
+    get_cplc,
+    get_life_cycle,
+    get_status,
+    list_objects,
+    select_card_manager,
+)
 from escd.sim.loadfile import COOLKEY_INSTANCE_AID, COOLKEY_PACKAGE_AID, LoadFile
 from escd.sim.scp import ScpCryptogramError, SecureChannelHost
 from escd.sim.tps_channel import (
@@ -145,7 +154,7 @@ class CardLink:
 
         Status 45 when nothing answers.
         """
-        response = await self._with_length_retry(CommandApdu(0x00, 0xA4, 0x04, 0x00, le=256))
+        response = await self._with_length_retry(select_card_manager())
         if response.sw != SW_OK:
             raise TpsFailure(TpsStatus.ERROR_CANNOT_ESTABLISH_COMMUNICATION, "no card manager")
         aid = _aid_from_fci(response.data) or CARD_MANAGER_AIDS[0]
@@ -164,13 +173,13 @@ class CardLink:
         """``getAppletInfo`` (TPSProcessor.java:3405-3489): seven APDUs plus 6Cxx retries."""
         await self.select_default_card_manager()
         assert self.card_manager is not None
-        cplc = await self._with_length_retry(CommandApdu(0x80, 0xCA, 0x9F, 0x7F, le=0x2D))
+        cplc = await self._with_length_retry(get_cplc())
         if cplc.sw != SW_OK or len(cplc.encode()) != CPLC_RESPONSE_SIZE:
             raise TpsFailure(TpsStatus.ERROR_SECURE_CHANNEL, "CPLC data missing or wrong size")
         raw = cplc.data
         cuid, msn = raw[3:7] + raw[19:21] + raw[15:19], raw[41:45]
         await self.select_coolkey()
-        status = await self.apdu(CommandApdu(0xB0, 0x3C, 0x00, 0x00, le=0x10).encode())
+        status = await self.apdu(get_status().encode())
         values = status.data if status.sw == SW_OK else b""
         info = AppletInfo(cuid, msn, self.card_manager)
         if len(values) >= 4:
@@ -200,7 +209,7 @@ class CardLink:
         """``getAppletVersion``: SELECT CoolKey + GET VERSION; None without an applet."""
         if select:
             await self.select_coolkey()
-        response = await self.apdu(CommandApdu(0xB0, 0x70, 0x00, 0x00, le=0x04).encode())
+        response = await self.apdu(get_build_id().encode())
         if response.sw != SW_OK:
             return None
         if len(response.data) != 4:
@@ -213,7 +222,7 @@ class CardLink:
         F0 when the card does not answer 9000.
         """
         await self.select_coolkey()
-        response = await self.apdu(CommandApdu(0xB0, 0xF2, 0x00, 0x00, le=0x01).encode())
+        response = await self.apdu(get_life_cycle(long_form=False).encode())
         if response.sw != SW_OK:
             return LIFECYCLE_UNKNOWN
         if not response.data:
@@ -224,8 +233,8 @@ class CardLink:
 
     async def list_object(self, first: bool) -> bytes | None:
         """One LIST OBJECTS record, None at the end (``9C12``) or on any error."""
-        command = CommandApdu(0xB0, 0x58, 0x00 if first else 0x01, 0x00, le=0x0E)
-        response = await self.apdu(command.encode())
+        sequence = ListSequence.RESET if first else ListSequence.NEXT
+        response = await self.apdu(list_objects(sequence).encode())
         if response.sw != SW_OK or len(response.data) < 8:
             return None
         return response.data
