@@ -213,6 +213,7 @@ class TokenRegistry:
     # -- readers --------------------------------------------------------------------
 
     def add_reader(self, name: str) -> ReaderRecord:
+        """The reader's record; a reader not seen before is added and announced."""
         existing = self._readers.get(name)
         if existing is not None:
             return existing
@@ -233,16 +234,14 @@ class TokenRegistry:
 
     def set_reader_state(self, name: str, state: ReaderState) -> None:
         """Record a reader's state; a reader without a readable card drops its token."""
-        if name not in self._readers:
-            self.add_reader(name)
+        self.add_reader(name)
         if state in _NO_TOKEN_STATES:
             self._drop_token_in(name)
         self._set_state(name, state)
 
     def card_inserted(self, reader: str) -> None:
         """A card went in: whatever token the reader held before is gone."""
-        if reader not in self._readers:
-            self.add_reader(reader)
+        self.add_reader(reader)
         self._drop_token_in(reader)
         self._set_state(reader, ReaderState.CARD_PRESENT)
 
@@ -270,8 +269,7 @@ class TokenRegistry:
         before in another reader moves here.
         """
         reader = info.reader
-        if reader not in self._readers:
-            self.add_reader(reader)
+        self.add_reader(reader)
         token_id = info.token_id
         previous_here = self.token_in(reader)
         if previous_here is not None and previous_here.token_id != token_id:
