@@ -33,7 +33,7 @@ from escd.errors import InvalidArgumentError
 from escd.events import EventKind, EventRing
 from escd.legacy import ImportReport, find_esc_defaults, find_esc_profiles, import_legacy
 from escd.phonehome.cache import TokenStore
-from escd.phonehome.parser import url_problem
+from escd.phonehome.parser import redact_userinfo, url_problem
 from escd.phonehome.service import PhoneHomeService
 from escd.statefile import write_bytes_atomic
 from escd.trust import (
@@ -64,7 +64,7 @@ def _server_address(url: str) -> tuple[str, int]:
         text = "https://" + text
     why = url_problem(text)
     if why is not None:
-        raise InvalidArgumentError(f"{url!r}: {why}")
+        raise InvalidArgumentError(f"{redact_userinfo(text)!r}: {why}")
     parts = urlsplit(text)
     if parts.scheme.lower() != "https":
         raise InvalidArgumentError(

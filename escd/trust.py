@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives import serialization
 
 from escd.config import TrustConfig, state_dir
 from escd.errors import InsecureUrlError, InvalidArgumentError, NetworkError, TlsUntrustedError
-from escd.phonehome.parser import url_problem
+from escd.phonehome.parser import redact_userinfo, url_problem
 from escd.statefile import (
     ensure_dir,
     read_json,
@@ -262,7 +262,7 @@ def check_url_allowed(url: str, allow_http: Iterable[str]) -> None:
     """
     why = url_problem(url)
     if why is not None:
-        raise InsecureUrlError(url, why)
+        raise InsecureUrlError(redact_userinfo(url), why)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "https":

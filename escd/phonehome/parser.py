@@ -28,6 +28,7 @@ import defusedxml
 import defusedxml.ElementTree
 
 from escd.errors import PhoneHomeError
+from escd.log import REDACTED
 
 #: The default cap on an answer. A Java TPS serves a file of a few hundred bytes.
 DEFAULT_MAX_SIZE = 65536
@@ -50,6 +51,8 @@ _URL_FIELDS = frozenset(KNOWN_SERVICES) - {"TokenType"}
 # An XML declaration that names an encoding; only looked for in the first bytes.
 _DECLARED_ENCODING = re.compile(rb"^\s*<\?xml[^>]*\sencoding\s*=", re.ASCII)
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+# The user name and password of ``scheme://user:password@host/…``, read as urlsplit does.
+_USERINFO = re.compile(r"^([^/?#]*//)[^/?#]*@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,14 @@ def url_problem(text: str) -> str | None:
     if parts.username is not None or parts.password is not None:
         return "it carries a user name or password"
     return None
+
+
+def redact_userinfo(text: str) -> str:
+    """``text`` with a URL's user name and password replaced, to show it in a message.
+
+    ``url_problem`` refuses such URLs; the error that says so must not repeat them.
+    """
+    return _USERINFO.sub(lambda match: f"{match.group(1)}{REDACTED}@", text, count=1)
 
 
 def _check_encoding(data: bytes) -> None:

@@ -263,6 +263,11 @@ async def test_untrusted_server_is_refused_with_its_fingerprint_until_pinned(
     assert props["PhoneHomeState"] == PhoneHomeState.FETCHED and props["TpsUrl"] == tps.url
     (entries,) = await harness.manager("ListTrust")
     assert [e["id"].value for e in entries] == [entry["id"].value]
+    with pytest.raises(DBusError) as refused:
+        await harness.manager(
+            "PinServer", "ssa{sv}", f"https://jdoe:s3cret@127.0.0.1:{tps.port}/", presented, {}
+        )
+    assert refused.value.type == ERROR_INVALID_ARGS and "s3cret" not in refused.value.text
     await harness.manager("RemoveTrust", "s", entry["id"].value)
     (entries,) = await harness.manager("ListTrust")
     assert entries == []

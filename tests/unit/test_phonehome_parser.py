@@ -15,6 +15,7 @@ from escd.phonehome.parser import (
     PhoneHomeInfo,
     build_info,
     parse_service_info,
+    redact_userinfo,
     url_problem,
 )
 
@@ -396,3 +397,18 @@ def test_build_info_never_raises_anything_but_phone_home_error(
 )
 def test_url_problem(url: str, ok: bool) -> None:
     assert (url_problem(url) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://jdoe:s3cret@tps.example.com/tps", "https://<redacted>@tps.example.com/tps"),
+        ("http://s3cret@[::1]:8080/x?a=b@c", "http://<redacted>@[::1]:8080/x?a=b@c"),
+        ("https://a@b:s3cret@tps.example.com", "https://<redacted>@tps.example.com"),
+        ("https://tps.example.com/users/a@b", "https://tps.example.com/users/a@b"),
+        ("not a url at all", "not a url at all"),
+    ],
+)
+def test_redact_userinfo_hides_what_url_problem_refuses(url: str, shown: str) -> None:
+    assert redact_userinfo(url) == shown
+    assert "s3cret" not in redact_userinfo(url)

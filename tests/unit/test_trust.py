@@ -405,3 +405,10 @@ def test_plain_http_is_refused_by_default_and_says_how_to_allow_it() -> None:
         check_url_allowed("http://tps.example.com:8080/tps/phoneHome", ())
     assert "tps.allow_http" in caught.value.reason
     assert "http://tps.example.com:8080" in caught.value.reason
+
+
+def test_a_refused_url_never_repeats_its_password() -> None:
+    with pytest.raises(InsecureUrlError) as caught:
+        check_url_allowed("https://jdoe:s3cret@tps.example.com:8443/tps/tps", ())
+    assert "user name or password" in caught.value.reason
+    assert "s3cret" not in str(caught.value) and "s3cret" not in caught.value.url
