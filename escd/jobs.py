@@ -274,6 +274,12 @@ class JobManager:
         """The job running on a token, if any (``Token.Job``; also the busy flag)."""
         return self._running.get(token_id)
 
+    def ensure_idle(self, token_id: str) -> None:
+        """``BusyError`` if a job runs on ``token_id``: one job per token."""
+        busy = self._running.get(token_id)
+        if busy is not None:
+            raise BusyError(f"another job ({busy.kind}) is running on this token")
+
     def last_result(self, token_id: str) -> JobResult | None:
         """The result of the token's last finished job (``Token.LastOperation``)."""
         return self._last.get(token_id)
@@ -286,9 +292,7 @@ class JobManager:
         """Register and run ``work`` as a job on ``token_id``; ``BusyError`` if one runs."""
         if self._closed:
             raise CanceledError("escd is stopping")
-        busy = self._running.get(token_id)
-        if busy is not None:
-            raise BusyError(f"another job ({busy.kind}) is running on this token")
+        self.ensure_idle(token_id)
         if path is None:
             self._counter += 1
             path = self._numbered_path(self._counter)

@@ -42,7 +42,6 @@ from typing import Protocol
 from escd.agents import Answers, drop_answers
 from escd.config import Config
 from escd.errors import (
-    BusyError,
     CanceledError,
     CardError,
     CardRemovedError,
@@ -275,10 +274,8 @@ class TpsOperations:
             raise InvalidStateError(f"the token cannot be used with a TPS ({state.name.lower()})")
         if not token.cuid:
             raise InvalidStateError("the token has no CUID, so no TPS can know it")
-        busy = self._jobs.running_job(token.token_id)
-        if busy is not None:
-            # Checked before the resolver too: a busy token is Busy, whatever else is wrong.
-            raise BusyError(f"another job ({busy.kind}) is running on this token")
+        # Checked before the resolver too: a busy token is Busy, whatever else is wrong.
+        self._jobs.ensure_idle(token.token_id)
         target = self.resolver.resolve_tps(
             token.token_id, url=request.tps_url, token_type=request.token_type
         )
