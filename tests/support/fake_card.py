@@ -6,11 +6,13 @@ build ID, issuer info, LIST/READ OBJECT, LIST PINS, PIN tries, VERIFY PIN) as Co
 CardEdge.java answers them, with switches for the quirks identify must survive (no
 4-byte life cycle, 61xx answers, no B0 4A, removal mid-read).
 It implements ``CardConnection`` and is not the product simulator (``escd.sim.card``).
+``ScriptedCard`` is the opposite: no state, it answers from a script (garbage included).
 """
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -32,6 +34,20 @@ CARD_MANAGER_AIDS = (b"", Aid.CARD_MANAGER.value, bytes.fromhex("A00000000300000
 
 def sw(value: int) -> bytes:
     return value.to_bytes(2, "big")
+
+
+class ScriptedCard:
+    """Answers each command with the next scripted answer, then 6A82; records the commands."""
+
+    atr = b"\x3b\x00"
+
+    def __init__(self, answers: Iterable[bytes]) -> None:
+        self.answers = list(answers)
+        self.sent: list[bytes] = []
+
+    def transmit(self, apdu: bytes) -> bytes:
+        self.sent.append(apdu)
+        return self.answers.pop(0) if self.answers else b"\x6a\x82"
 
 
 @dataclass

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from escd.card.apdu import CommandApdu, ResponseApdu, StatusWord, describe_sw, sw_name
 from escd.card.transport import MAX_GET_RESPONSE_ROUNDS, exchange, send
 from escd.errors import MalformedApduError, MalformedResponseError
+from tests.support.fake_card import ScriptedCard
 
 LONG = bytes(range(256)) + b"\x01"  # 257 bytes: needs the extended form
 
@@ -154,34 +155,25 @@ def test_status_word_names() -> None:
     assert all(describe_sw(member) == member.description for member in StatusWord)
 
 
-class ScriptedCard:
-    """Answers each transmit with the next scripted response and records the commands."""
-
-    atr = b"\x3b\x00"
-
-    def __init__(self, *answers: str) -> None:
-        self.answers = [bytes.fromhex(answer) for answer in answers]
-        self.sent: list[bytes] = []
-
-    def transmit(self, apdu: bytes) -> bytes:
-        self.sent.append(apdu)
-        return self.answers.pop(0)
+def scripted(*answers: str) -> ScriptedCard:
+    """A card answering these hex strings in turn."""
+    return ScriptedCard(bytes.fromhex(answer) for answer in answers)
 
 
 def test_exchange_collects_61xx_with_get_response() -> None:
-    card = ScriptedCard("6F0A 6108", "84 07 A0000000030000 9000")
+    card = scripted("6F0A 6108", "84 07 A0000000030000 9000")
     response = send(card, CommandApdu(0x00, 0xA4, 0x04, 0x00, le=256))
     assert response == ResponseApdu(bytes.fromhex("6F0A 84 07 A0000000030000"), 0x9000)
     assert card.sent[1] == bytes.fromhex("00C0000008")
 
 
 def test_exchange_passes_6cxx_through_unchanged() -> None:
-    assert exchange(ScriptedCard("6C2D"), bytes.fromhex("80CA9F7F00")) == b"\x6c\x2d"
+    assert exchange(scripted("6C2D"), bytes.fromhex("80CA9F7F00")) == b"\x6c\x2d"
 
 
 def test_exchange_refuses_answers_without_status_word_and_endless_61xx() -> None:
     with pytest.raises(MalformedResponseError):
-        exchange(ScriptedCard("90"), b"\x00\xa4\x04\x00")
-    endless = ScriptedCard(*["6101"] * (MAX_GET_RESPONSE_ROUNDS + 1))
+        exchange(scripted("90"), b"\x00\xa4\x04\x00")
+    endless = scripted(*["6101"] * (MAX_GET_RESPONSE_ROUNDS + 1))
     with pytest.raises(MalformedResponseError, match="61xx"):
         exchange(endless, b"\x00\xa4\x04\x00")

@@ -35,7 +35,7 @@ from escd.card.coolkey import (
 from escd.card.objects import COMBINED_OBJECT_ID, ObjectEntry, object_id
 from escd.errors import ApduError, CardError, InvalidPinError, MalformedResponseError
 from escd.log import Secret
-from tests.support.fake_card import FakeApplet, FakeCard
+from tests.support.fake_card import FakeApplet, FakeCard, ScriptedCard
 
 #: A CPLC with a distinct value in every field (the GP layout libckyapplet reads in
 #: ``ckyAppletFill_GetCPLCData``), carrying the CUID 4090 7001 1234 00ABCDEF and MSN 55667788.
@@ -324,24 +324,12 @@ def test_a_listing_that_never_ends_is_malformed() -> None:
         CoolKeySession(EndlessLister()).list_objects()
 
 
-class RandomCard:
-    """A card that answers every command with the next scripted byte string."""
-
-    atr = b"\x3b\x00"
-
-    def __init__(self, answers: list[bytes]) -> None:
-        self.answers = answers
-
-    def transmit(self, apdu: bytes) -> bytes:
-        return self.answers.pop(0) if self.answers else b"\x6a\x82"
-
-
 @given(st.lists(st.binary(max_size=260), max_size=12))
 def test_session_verbs_on_garbage_raise_only_card_errors(answers: list[bytes]) -> None:
     verbs = ["select_applet", "read_life_cycle", "read_status", "is_coolkey", "read_build_id",
              "read_issuer_info", "list_objects", "read_combined_object", "list_pins",
              "read_pin_tries", "read_cplc"]  # fmt: skip
-    session = CoolKeySession(RandomCard(list(answers)))
+    session = CoolKeySession(ScriptedCard(answers))
     for verb in verbs:
         try:
             getattr(session, verb)()

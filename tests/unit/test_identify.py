@@ -22,7 +22,14 @@ from escd.card.objects import (
 )
 from escd.errors import CardError, CardRemovedError, PcscUnavailableError
 from escd.model import AppletKind, TokenState
-from tests.support.fake_card import CUID, FakeApplet, FakeCard, enrolled_applet, make_certificate
+from tests.support.fake_card import (
+    CUID,
+    FakeApplet,
+    FakeCard,
+    ScriptedCard,
+    enrolled_applet,
+    make_certificate,
+)
 
 READER = "Test Reader 00 00"
 ALICE = make_certificate("Alice Example", serial=0xA11CE)
@@ -253,18 +260,6 @@ def test_a_failing_transmit_makes_an_unknown_card() -> None:
     assert "transmit failed" in info.problem
 
 
-class GarbageCard:
-    """Answers each command with the next scripted byte string, then 6A82."""
-
-    atr = b"\x3b\x00"
-
-    def __init__(self, answers: list[bytes]) -> None:
-        self.answers = answers
-
-    def transmit(self, apdu: bytes) -> bytes:
-        return self.answers.pop(0) if self.answers else b"\x6a\x82"
-
-
 answers = st.one_of(
     st.binary(max_size=300),
     st.sampled_from(
@@ -276,7 +271,7 @@ answers = st.one_of(
 @settings(max_examples=300)
 @given(st.lists(answers, max_size=30))
 def test_garbage_answers_never_raise(script: list[bytes]) -> None:
-    info = identify(GarbageCard(list(script)), READER)
+    info = identify(ScriptedCard(script), READER)
     assert info.reader == READER
     if info.state is TokenState.UNKNOWN:
         assert info.problem
