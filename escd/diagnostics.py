@@ -17,15 +17,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from enum import Enum
 
 from escd.events import EventRecord
-from escd.model import CertificateInfo
+from escd.model import CertificateInfo, enum_word
 from escd.tokens import ReaderRecord, TokenRecord, TokenRegistry
-
-
-def _name(value: Enum) -> str:
-    return value.name.lower().replace("_", "-")
 
 
 def build_report(
@@ -53,7 +48,7 @@ def build_report(
     report: dict[str, object] = {
         "version": versions.get("escd", ""),
         "versions": dict(versions),
-        "pcsc_state": _name(registry.pcsc_state),
+        "pcsc_state": enum_word(registry.pcsc_state),
         "cards": len(registry.tokens()),
         "readers": [_reader(reader) for reader in registry.readers()],
         "tokens": [_token(token, events) for token in tokens],
@@ -78,7 +73,7 @@ def _reader(reader: ReaderRecord) -> dict[str, object]:
     return {
         "index": reader.index,
         "name": reader.name,
-        "state": _name(reader.state),
+        "state": enum_word(reader.state),
         "token": reader.token_id or "",
     }
 
@@ -90,13 +85,13 @@ def _token(token: TokenRecord, events: Sequence[EventRecord]) -> dict[str, objec
         "cuid": info.cuid or "",
         "reader": token.reader,
         "atr": info.atr.hex(),
-        "state": _name(info.state),
-        "applet": _name(info.applet),
+        "state": enum_word(info.state),
+        "applet": enum_word(info.applet),
         "applet_version": "{}.{}".format(*info.applet_version),
         "pin_tries_left": info.pin_tries_left,
         "phone_home_url": token.phone_home_url or info.phone_home_url,
         "card_phone_home_url": info.phone_home_url,
-        "phone_home_state": _name(token.phone_home_state),
+        "phone_home_state": enum_word(token.phone_home_state),
         "issuer": token.issuer_name,
         "tps_url": token.tps_url,
         "enrollment_ui_url": token.enrollment_ui_url,
@@ -172,13 +167,13 @@ def render_text(
         + ", ".join(f"{name} {value}" for name, value in versions.items() if name != "escd")
     )
     lines.append("Configuration files: " + (", ".join(config_files) or "(defaults)"))
-    lines.append(f"PC/SC service: {_name(registry.pcsc_state)}")
+    lines.append(f"PC/SC service: {enum_word(registry.pcsc_state)}")
     lines.append(f"Number of cards: {len(registry.tokens())}")
     lines.append("")
     lines.append("Readers:")
     for reader in registry.readers() or []:
         token = f", token {reader.token_id}" if reader.token_id else ""
-        lines.append(f"  [{reader.index}] {reader.name}: {_name(reader.state)}{token}")
+        lines.append(f"  [{reader.index}] {reader.name}: {enum_word(reader.state)}{token}")
     if not registry.readers():
         lines.append("  (none)")
     lines.append("")
@@ -206,11 +201,11 @@ def _token_text(token: TokenRecord) -> list[str]:
         ("Reader", info.reader),
         ("ATR", info.atr.hex().upper()),
         ("Status", info.state.name),
-        ("Applet", _name(info.applet)),
+        ("Applet", enum_word(info.applet)),
         ("Smart Card Applet Version", "{}.{}".format(*info.applet_version)),
         ("PIN tries left", "unknown" if info.pin_tries_left < 0 else str(info.pin_tries_left)),
         ("Phone Home URL", token.phone_home_url or info.phone_home_url or "(none)"),
-        ("Phone home", _name(token.phone_home_state)),
+        ("Phone home", enum_word(token.phone_home_state)),
         ("Issuer", token.issuer_name or "(unknown)"),
         ("TPS URL", token.tps_url or "(unknown)"),
         ("TPS Enrollment UI URL", token.enrollment_ui_url or "(none)"),

@@ -49,6 +49,7 @@ from escd.dbus_service.names import (
     MANAGER_PATH,
     TOKEN_PATH_PREFIX,
 )
+from escd.model import enum_word
 from escd.phonehome.cache import ADMIN_FIELDS as TOKEN_SETTINGS
 
 # The exit codes of escctl (escd.ctl.main).
@@ -412,7 +413,7 @@ async def _phone_home(client: EscdClient, args: argparse.Namespace) -> int:
     snapshot = await client.snapshot()
     shown = snapshot.tokens.get(token)
     if final is not None and final.state == JOB_SUCCEEDED:
-        _say(f"phone home for {token_id}: {_name(shown.phone_home_state) if shown else 'done'}")
+        _say(f"phone home for {token_id}: {enum_word(shown.phone_home_state) if shown else 'done'}")
     else:
         result = final.result if final is not None else {}
         _complain(job_failure("phone home", result))
@@ -429,10 +430,6 @@ async def _phone_home(client: EscdClient, args: argparse.Namespace) -> int:
         ):
             _say(f"  {name + ':':<16}{value or '(none)'}")
     return EXIT_OK if final is not None and final.state == JOB_SUCCEEDED else EXIT_FAILED
-
-
-def _name(value: Any) -> str:
-    return str(value.name).lower().replace("_", "-")
 
 
 COMMANDS: dict[str, Command] = {

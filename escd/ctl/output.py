@@ -11,10 +11,7 @@ import time
 from typing import Any
 
 from escd.ctl.client import JobView, ReaderView, Snapshot, TokenView, WatchEvent
-
-
-def _name(value: Any) -> str:
-    return str(value.name).lower().replace("_", "-")
+from escd.model import enum_word
 
 
 def token_dict(token: TokenView) -> dict[str, Any]:
@@ -22,14 +19,14 @@ def token_dict(token: TokenView) -> dict[str, Any]:
         "id": token.token_id,
         "path": token.path,
         "cuid": token.cuid,
-        "state": _name(token.state),
+        "state": enum_word(token.state),
         "reader": token.reader_name,
         "atr": token.atr,
-        "applet": _name(token.applet),
+        "applet": enum_word(token.applet),
         "applet_version": "{}.{}".format(*token.applet_version),
         "pin_tries_left": token.pin_tries_left,
         "phone_home_url": token.phone_home_url,
-        "phone_home_state": _name(token.phone_home_state),
+        "phone_home_state": enum_word(token.phone_home_state),
         "issuer_name": token.issuer_name,
         "tps_url": token.tps_url,
         "enrollment_ui_url": token.enrollment_ui_url,
@@ -41,13 +38,13 @@ def token_dict(token: TokenView) -> dict[str, Any]:
 
 
 def reader_dict(reader: ReaderView) -> dict[str, Any]:
-    return {"path": reader.path, "name": reader.name, "state": _name(reader.state)}
+    return {"path": reader.path, "name": reader.name, "state": enum_word(reader.state)}
 
 
 def list_json(snapshot: Snapshot) -> str:
     return json.dumps(
         {
-            "pcsc_state": _name(snapshot.manager.pcsc_state),
+            "pcsc_state": enum_word(snapshot.manager.pcsc_state),
             "readers": [reader_dict(r) for r in snapshot.readers.values()],
             "tokens": [token_dict(t) for t in snapshot.tokens.values()],
         },
@@ -60,7 +57,7 @@ def list_text(snapshot: Snapshot) -> str:
     rows = [("TOKEN", "STATE", "APPLET", "READER")]
     for token in snapshot.tokens.values():
         applet = "-" if token.applet_version == (0, 0) else "{}.{}".format(*token.applet_version)
-        rows.append((token.token_id, _name(token.state), applet, token.reader_name))
+        rows.append((token.token_id, enum_word(token.state), applet, token.reader_name))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
@@ -80,14 +77,14 @@ def info_text(token: TokenView) -> str:
     rows = [
         ("Token", token.token_id),
         ("CUID", token.cuid or "(none)"),
-        ("State", _name(token.state)),
+        ("State", enum_word(token.state)),
         ("Reader", token.reader_name),
         ("ATR", token.atr),
-        ("Applet", _name(token.applet)),
+        ("Applet", enum_word(token.applet)),
         ("Applet version", "{}.{}".format(*token.applet_version)),
         ("PIN tries left", tries),
         ("Phone Home URL", token.phone_home_url or "(none)"),
-        ("Phone home", _name(token.phone_home_state)),
+        ("Phone home", enum_word(token.phone_home_state)),
         ("Issuer", token.issuer_name or "(unknown)"),
         ("TPS URL", token.tps_url or "(none)"),
         ("Enrollment UI", token.enrollment_ui_url or "(none)"),
@@ -112,7 +109,7 @@ def watch_dict(event: WatchEvent) -> dict[str, Any]:
     if event.reader is not None:
         data["reader"] = reader_dict(event.reader)
     if event.pcsc_state is not None:
-        data["pcsc_state"] = _name(event.pcsc_state)
+        data["pcsc_state"] = enum_word(event.pcsc_state)
     if event.changed:
         data["changed"] = sorted(event.changed)
     return data
@@ -124,26 +121,26 @@ def watch_text(event: WatchEvent) -> str:
     parts = [stamp, f"{event.kind:<14}"]
     token, reader = event.token, event.reader
     if event.kind in ("inserted", "removed") and token is not None:
-        parts += [token.token_id, _name(token.state), repr(token.reader_name)]
+        parts += [token.token_id, enum_word(token.state), repr(token.reader_name)]
     elif event.kind == "changed" and token is not None:
         parts.append(token.token_id)
         parts += [f"{key}={_changed_value(token, key)}" for key in sorted(event.changed)]
     elif reader is not None:
-        parts += [repr(reader.name), _name(reader.state)]
+        parts += [repr(reader.name), enum_word(reader.state)]
     elif event.pcsc_state is not None:
-        parts.append(_name(event.pcsc_state))
+        parts.append(enum_word(event.pcsc_state))
     return " ".join(parts).rstrip()
 
 
 def _changed_value(token: TokenView, prop: str) -> str:
     values: dict[str, str] = {
-        "State": _name(token.state),
-        "Applet": _name(token.applet),
+        "State": enum_word(token.state),
+        "Applet": enum_word(token.applet),
         "AppletVersion": "{}.{}".format(*token.applet_version),
         "PinTriesLeft": str(token.pin_tries_left),
         "Reader": repr(token.reader_name),
         "PhoneHomeUrl": token.phone_home_url,
-        "PhoneHomeState": _name(token.phone_home_state),
+        "PhoneHomeState": enum_word(token.phone_home_state),
         "IssuerName": token.issuer_name,
         "TpsUrl": token.tps_url,
         "TokenType": token.token_type,
