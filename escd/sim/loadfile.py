@@ -24,7 +24,7 @@ Format (all integers big-endian; a valid CAP-style component stream)::
 The TPS's version string is ``"<major>.<minor>.<build id as 8 hex digits>"``, e.g.
 ``1.4.58768072`` (``TPSProcessor.getAppletVersion``); ``LoadFile.version_string`` and
 ``LoadFile.from_version_string`` convert. The LOAD data a TPS sends is
-``C4 <BER length> <file>`` (``load_data``), split into blocks by the TPS.
+``C4 <BER length> <file>`` (``frame_load_file``), split into blocks by the TPS.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class LoadFile:
 
     def load_data(self) -> bytes:
         """What LOAD carries: ``C4 <BER length> <file>`` (GP 2.1.1 Load File Data Block)."""
-        return b"\xc4" + ber_length(len(self.encode())) + self.encode()
+        return frame_load_file(self.encode())
 
 
 def _component(tag: int, body: bytes) -> bytes:
@@ -133,6 +133,11 @@ def ber_length(length: int) -> bytes:
     if length <= 0xFFFF:
         return b"\x82" + length.to_bytes(2, "big")
     raise ValueError("load file too large")
+
+
+def frame_load_file(file: bytes) -> bytes:
+    """``C4 <BER length> <file>``: the load data a TPS splits into LOAD blocks."""
+    return b"\xc4" + ber_length(len(file)) + file
 
 
 def split_load_data(data: bytes) -> bytes:

@@ -35,7 +35,7 @@ from escd.card.coolkey import (
     list_objects,
     select_card_manager,
 )
-from escd.sim.loadfile import COOLKEY_INSTANCE_AID, COOLKEY_PACKAGE_AID, LoadFile
+from escd.sim.loadfile import COOLKEY_INSTANCE_AID, COOLKEY_PACKAGE_AID, frame_load_file
 from escd.sim.scp import ScpCryptogramError, SecureChannelHost
 from escd.sim.tps_channel import (
     SW_OK,
@@ -316,10 +316,10 @@ class CardLink:
         self.key_info = key_info_hex
         return channel
 
-    async def upgrade_applet(self, version: str, start: int, end: int) -> None:
-        """``upgradeApplet`` (TPSProcessor.java:1188-1263): reinstall applet ``version``."""
+    async def upgrade_applet(self, start: int, end: int) -> None:
+        """``upgradeApplet`` (TPSProcessor.java:1188-1263): reinstall the required applet."""
         config = self.config
-        load_file = LoadFile.from_version_string(version, size=config.applet_file_size).encode()
+        load_file = config.load_file.encode()
         if self.card_manager is None:
             await self.select_default_card_manager()
         assert self.card_manager is not None
@@ -336,7 +336,7 @@ class CardLink:
             # SecureChannel.java:757-770: a differing ISD AID is named instead.
             sd_aid = self.card_manager
         await channel.install_load(COOLKEY_PACKAGE_AID, sd_aid, len(load_file))
-        load_data = b"\xc4" + _ber_length(len(load_file)) + load_file
+        load_data = frame_load_file(load_file)
         await channel.load_file(
             load_data, config.block_size, start, end, java_loop=config.quirk(Quirk.JAVA_LOAD_LOOP)
         )
@@ -349,15 +349,6 @@ class CardLink:
         selected = await self.select_coolkey()
         if selected.sw != SW_OK:
             raise TpsFailure(TpsStatus.ERROR_UPGRADE_APPLET, "cannot select the new applet")
-
-
-def _ber_length(length: int) -> bytes:
-    # SecureChannel.java:846-858: one byte below 128, 81 xx up to 255, else 82 xx xx.
-    if length < 0x80:
-        return bytes((length,))
-    if length <= 0xFF:
-        return bytes((0x81, length))
-    return b"\x82" + length.to_bytes(2, "big")
 
 
 def _aid_from_fci(data: bytes) -> bytes:

@@ -158,7 +158,7 @@ class EnrollProcessor(Processor):
             if version is None and self.quirk(Quirk.NULL_VERSION_CRASH):
                 raise SessionBroken("no applet version to compare (NullPointerException)")
         if version != required:
-            await self.link.upgrade_applet(required, 5, 12)
+            await self.link.upgrade_applet(5, 12)
             return True
         if self.quirk(Quirk.UNUSED_CHANNELS):
             await self.channel_for_card_manager()

@@ -252,7 +252,7 @@ class Processor:
             version = replace(info, build_id=build_id).version
         await self.link.discover()
         if self.quirk(Quirk.RELOAD_ON_FORMAT) or version != config.required_applet_version:
-            await self.link.upgrade_applet(config.required_applet_version, 10, 90)
+            await self.link.upgrade_applet(10, 90)
         if config.issuer_info:
             channel = await self.channel_for_applet()
             await channel.set_issuer_info(self.services.issuer_info_url)
