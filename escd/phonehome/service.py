@@ -419,8 +419,7 @@ class PhoneHomeService:
 
     def get_settings(self, token_id: str) -> dict[str, str]:
         """The values set by hand for a token (present or not); ``""`` when unset."""
-        record = self._store.load(token_id)
-        return {name: getattr(record.admin, name) or "" for name in ADMIN_FIELDS}
+        return _settings(self._store.load(token_id))
 
     async def set_settings(self, token_id: str, values: Mapping[str, str]) -> dict[str, str]:
         """Set (``""`` clears) settings for a token; a present token shows them at once.
@@ -440,7 +439,7 @@ class PhoneHomeService:
                 pass
             else:
                 self._schedule(token_id)
-        return {name: getattr(after.admin, name) or "" for name in ADMIN_FIELDS}
+        return _settings(after)
 
     # -- for operations -------------------------------------------------------------
 
@@ -451,13 +450,7 @@ class PhoneHomeService:
         ``Operation`` > ``tps.url``. Token type: the caller's > phone home's
         ``TokenType`` > ``tps.token_type``. An empty URL means none is known.
         """
-        record = self._store.load(token_id)
-        card_url = ""
-        try:
-            card_url = self._registry.token(check_token_id(token_id)).info.phone_home_url
-        except NoSuchTokenError:
-            pass
-        values = self.effective_info(record, card_url)
+        values = self._effective(self._store.load(token_id))
         tps = Sourced(url, ValueSource.AGENT) if url else values.tps_url
         kind = Sourced(token_type, ValueSource.AGENT) if token_type else values.token_type
         return TpsTarget(tps.value, tps.source, kind.value, kind.source)
@@ -467,12 +460,7 @@ class PhoneHomeService:
     def describe(self, token_id: str) -> dict[str, object]:
         """The stored and effective phone-home data of a token, with sources (no secrets)."""
         record = self._store.load(token_id)
-        card_url = ""
-        try:
-            card_url = self._registry.token(check_token_id(token_id)).info.phone_home_url
-        except NoSuchTokenError:
-            pass
-        values = self.effective_info(record, card_url)
+        values = self._effective(record)
         data: dict[str, object] = {}
         for item in dataclasses.fields(values):
             value = getattr(values, item.name)
@@ -487,8 +475,17 @@ class PhoneHomeService:
                 "source_url": cached.source_url,
                 "source": str(cached.source),
             }
-        data["admin"] = {k: v for k, v in self.get_settings(token_id).items() if v}
+        data["admin"] = {k: v for k, v in _settings(record).items() if v}
         return data
+
+    def _effective(self, record: TokenRecord) -> EffectiveTokenInfo:
+        """``effective_info`` for a stored token, with its card's URL if it is present."""
+        card_url = ""
+        try:
+            card_url = self._registry.token(record.token_id).info.phone_home_url
+        except NoSuchTokenError:
+            pass
+        return self.effective_info(record, card_url)
 
     def _event(self, token_id: str, message: str, *, error: bool = False) -> None:
         reader = ""
@@ -498,6 +495,11 @@ class PhoneHomeService:
             pass
         kind = EventKind.ERROR if error else EventKind.PHONE_HOME
         self._ring.record(kind, message, token_id=token_id, reader=reader)
+
+
+def _settings(record: TokenRecord) -> dict[str, str]:
+    """The values set by hand for a token, ``""`` for each one unset."""
+    return {name: getattr(record.admin, name) or "" for name in ADMIN_FIELDS}
 
 
 def _fields(token_id: str) -> dict[str, str]:
