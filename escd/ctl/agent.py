@@ -25,6 +25,7 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusObjectPath, DBusStr
 from dbus_fast.service import ServiceInterface, dbus_method
 
+from escd.dbus_service.introspection import name_results
 from escd.dbus_service.names import (
     AGENT_ERROR_CANCELED,
     AGENT_ERROR_REJECTED,
@@ -226,5 +227,4 @@ async def register_agent(
     return interface
 
 
-# dbus-fast leaves out-arguments unnamed; name it as the shipped XML does.
-AgentInterface.RequestInput.__dict__["__DBUS_METHOD"].introspection.out_args[0].name = "values"
+name_results(AgentInterface.RequestInput, "values")

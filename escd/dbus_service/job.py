@@ -35,6 +35,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus
 
 from escd.dbus_service.caller import caller
 from escd.dbus_service.errors import translate_errors
+from escd.dbus_service.introspection import name_signal_args
 from escd.dbus_service.names import JOB_INTERFACE, token_path
 from escd.dbus_service.variants import DBusVarDict, DBusVoid, parse_options, to_vardict
 from escd.jobs import Job, JobAdded, JobChanged, JobEvent, JobFinished, JobManager, JobRemoved
@@ -157,14 +158,7 @@ class JobInterface(ServiceInterface):
             self.emit_properties_changed({name: getattr(self, name) for name in names})
 
 
-def _name_signal_args(signal: object, *names: str) -> None:
-    """dbus-fast leaves signal arguments unnamed; name them for introspection and the docs."""
-    args = signal.__dict__["__DBUS_SIGNAL"].introspection.args
-    for arg, name in zip(args, names, strict=True):
-        arg.name = name
-
-
-_name_signal_args(JobInterface.Completed, "result", "error_name", "details")
+name_signal_args(JobInterface.Completed, "result", "error_name", "details")
 
 
 class JobExporter:

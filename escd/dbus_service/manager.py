@@ -21,6 +21,7 @@ from escd import __version__
 from escd.config import Config
 from escd.dbus_service.caller import caller
 from escd.dbus_service.errors import translate_errors
+from escd.dbus_service.introspection import name_results, name_signal_args
 from escd.dbus_service.names import MANAGER_INTERFACE, token_path
 from escd.dbus_service.variants import (
     DBusStrList,
@@ -299,29 +300,12 @@ class ManagerInterface(ServiceInterface):
             self.emit_properties_changed(changed)
 
 
-def _name_result(method: object, name: str) -> None:
-    """dbus-fast leaves out-arguments unnamed; name them for introspection and the docs."""
-    method.__dict__["__DBUS_METHOD"].introspection.out_args[0].name = name
-
-
-def _name_results(method: object, *names: str) -> None:
-    for arg, name in zip(
-        method.__dict__["__DBUS_METHOD"].introspection.out_args, names, strict=True
-    ):
-        arg.name = name
-
-
-_name_result(ManagerInterface.GetDiagnostics, "report")
-for _arg, _name in zip(
-    ManagerInterface.EnrollmentSuggested.__dict__["__DBUS_SIGNAL"].introspection.args,
-    ("token", "reason"),
-    strict=True,
-):
-    _arg.name = _name
-_name_result(ManagerInterface.FindToken, "token")
-_name_result(ManagerInterface.ImportAuthority, "certificates")
-_name_result(ManagerInterface.ListTrust, "entries")
-_name_result(ManagerInterface.FetchServerCertificate, "certificate")
-_name_result(ManagerInterface.PinServer, "entry")
-_name_result(ManagerInterface.GetTokenSettings, "settings")
-_name_results(ManagerInterface.ImportLegacyPreferences, "imported", "report")
+name_results(ManagerInterface.GetDiagnostics, "report")
+name_signal_args(ManagerInterface.EnrollmentSuggested, "token", "reason")
+name_results(ManagerInterface.FindToken, "token")
+name_results(ManagerInterface.ImportAuthority, "certificates")
+name_results(ManagerInterface.ListTrust, "entries")
+name_results(ManagerInterface.FetchServerCertificate, "certificate")
+name_results(ManagerInterface.PinServer, "entry")
+name_results(ManagerInterface.GetTokenSettings, "settings")
+name_results(ManagerInterface.ImportLegacyPreferences, "imported", "report")

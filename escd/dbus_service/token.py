@@ -25,6 +25,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from escd.dbus_service.caller import caller
 from escd.dbus_service.errors import translate_errors
+from escd.dbus_service.introspection import name_results
 from escd.dbus_service.names import (
     ANNOTATION_EMITS_CHANGED,
     NO_OBJECT,
@@ -287,5 +288,4 @@ for _method in (
     TokenInterface.Renew,
     TokenInterface.Unblock,
 ):
-    # dbus-fast leaves out-arguments unnamed; name them for introspection and the docs.
-    _method.__dict__["__DBUS_METHOD"].introspection.out_args[0].name = "job"
+    name_results(_method, "job")
