@@ -355,7 +355,7 @@ class JobManager:
             job.kind,
             job.token_id,
             result.state.name.lower(),
-            "" if outcome.succeeded else f": {outcome.error} ({_status_text(outcome)})",
+            _failure_text(outcome),
             extra={
                 "ESCD_TOKEN_CUID": job.token_id,
                 "ESCD_OPERATION": str(job.kind),
@@ -421,8 +421,12 @@ class JobManager:
         self._timers.clear()
 
 
-def _status_text(outcome: Outcome) -> str:
-    return f"{outcome.status_source} status {outcome.tps_status}: {outcome.message}"
+def _failure_text(outcome: Outcome) -> str:
+    """``: <error> (<source> status <n>: <message>)`` for a failure, "" for a success."""
+    if outcome.succeeded:
+        return ""
+    status = f"{outcome.status_source} status {outcome.tps_status}: {outcome.message}"
+    return f": {outcome.error} ({status})"
 
 
 def record_in(ring: EventRing) -> JobSubscriber:
@@ -436,10 +440,8 @@ def record_in(ring: EventRing) -> JobSubscriber:
                     EventKind.OPERATION, f"{job.kind} started by {who}", token_id=job.token_id
                 )
             case JobFinished(job=job) if job.result is not None:
-                outcome = job.result.outcome
                 text = f"{job.kind} {job.result.state.name.lower()}"
-                if not outcome.succeeded:
-                    text += f": {outcome.error} ({_status_text(outcome)})"
+                text += _failure_text(job.result.outcome)
                 ring.record(EventKind.OPERATION, text, token_id=job.token_id)
             case _:
                 pass
