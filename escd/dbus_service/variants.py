@@ -46,7 +46,8 @@ def parse_options(options: Mapping[str, Variant], allowed: Mapping[str, str]) ->
 
 def to_variant(value: object) -> Variant:
     """Type a plain value: bool b, int x, float d, str s, bytes ay, lists and dicts nested."""
-    return Variant(_signature(value), _unwrap(value))
+    signature = _signature(value)
+    return Variant(signature, _unwrap(value, signature))
 
 
 def to_vardict(values: Mapping[str, object]) -> dict[str, Variant]:
@@ -76,8 +77,7 @@ def _signature(value: object) -> str:
     raise TypeError(f"cannot send a {type(value).__name__} over D-Bus")
 
 
-def _unwrap(value: object) -> Any:
-    signature = _signature(value)
+def _unwrap(value: object, signature: str) -> Any:
     if signature == "a{sv}":
         assert isinstance(value, Mapping)
         return to_vardict(value)
