@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 
 from escd.card.apdu import CommandApdu, StatusWord
+from escd.card.coolkey import AppletStatus, LifeCycleInfo
+from escd.card.objects import ObjectEntry
 from escd.sim.applet_keys import IO_BUFFER_IDS, KeyCommands
 from escd.sim.command import Request, SwError, p3
 from escd.sim.gp import CardManager
@@ -144,7 +146,7 @@ class CoolKeyApplet:
         if request.p3 == 1:
             return bytes((applet.life_cycle,))
         pin_byte = int(applet.pin_enabled) + (2 if applet.is_writable else 0)
-        return bytes((applet.life_cycle, pin_byte, *PROTOCOL_VERSION))
+        return LifeCycleInfo(applet.life_cycle, pin_byte, *PROTOCOL_VERSION).encode()
 
     def _get_status(self, request: Request) -> bytes:
         applet, runtime = self._applet, self._context.runtime
@@ -155,13 +157,16 @@ class CoolKeyApplet:
             raise SwError(StatusWord.INVALID_INSTRUCTION)
         if request.p1 != 0:
             raise SwError(StatusWord.COOLKEY_INCORRECT_P1)
-        return (
-            bytes((*PROTOCOL_VERSION, applet.applet_major, applet.applet_minor))
-            + applet.memory_size.to_bytes(4, "big")
-            + max(applet.free_memory, 0).to_bytes(4, "big")
-            + bytes((len(applet.pins), len(applet.keys)))
-            + runtime.nonce_ids.to_bytes(2, "big")
-        )
+        return AppletStatus(
+            *PROTOCOL_VERSION,
+            applet_major=applet.applet_major,
+            applet_minor=applet.applet_minor,
+            total_memory=applet.memory_size,
+            free_memory=max(applet.free_memory, 0),
+            pin_count=len(applet.pins),
+            key_count=len(applet.keys),
+            logged_in=runtime.nonce_ids,
+        ).encode()
 
     def _get_build_id(self, request: Request) -> bytes:
         if request.p3 < 4:
@@ -300,13 +305,9 @@ class CoolKeyApplet:
             raise SwError(StatusWord.COOLKEY_SEQUENCE_END)
         obj = applet.objects[runtime.object_cursor]
         runtime.object_cursor += 1
-        return (
-            obj.object_id
-            + len(obj.data).to_bytes(4, "big")
-            + obj.read_acl.to_bytes(2, "big")
-            + obj.write_acl.to_bytes(2, "big")
-            + obj.delete_acl.to_bytes(2, "big")
-        )
+        return ObjectEntry(
+            obj.object_id, len(obj.data), obj.read_acl, obj.write_acl, obj.delete_acl
+        ).encode()
 
     def _object(self, object_id: bytes) -> CardObject:
         obj = self._applet.find_object(object_id)
