@@ -610,7 +610,9 @@ def decode_body(body: bytes) -> Message:
             continue
         key, sep, value = token.partition("=")
         if not sep or not key:
-            raise RemoteTpsProtocolError(f"message field {key[:40]!r} is not key=value")
+            # Counted, not quoted: without its '=' a field may be a piece of a value (APDU
+            # data, a PIN), which no error text may carry (escd.errors).
+            raise RemoteTpsProtocolError(f"message field {len(pairs) + 1} is not key=value")
         pairs.append((key, value))
     keys = [key for key, _ in pairs]
     if len(set(keys)) != len(keys):

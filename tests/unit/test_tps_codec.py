@@ -361,6 +361,16 @@ def test_malformed_message_is_a_remote_protocol_error(body: bytes) -> None:
         decode(frame(body))
 
 
+def test_a_malformed_field_is_not_quoted_in_the_error() -> None:
+    # A field without '=' may be a value: APDU data (the SET PIN data here) or a PIN.
+    with pytest.raises(RemoteTpsProtocolError) as caught:
+        decode(frame(b"msg_type=9&pdu_size=8&pdu_data%39%31%38%32%37%33%58%59"))
+    assert caught.value.message == "message field 3 is not key=value"
+    with pytest.raises(RemoteTpsProtocolError) as caught:
+        decode(frame(b"msg_type=12&=918273"))
+    assert "918273" not in caught.value.message
+
+
 def test_wrong_s_length_is_a_remote_protocol_error() -> None:
     with pytest.raises(RemoteTpsProtocolError):
         decode(b"s=40&msg_type=13&operation=5&result=0&message=0")
