@@ -18,14 +18,13 @@ from __future__ import annotations
 import os
 
 from escd.card.apdu import CommandApdu, StatusWord
-from escd.card.coolkey import AppletStatus, LifeCycleInfo
+from escd.card.coolkey import ISSUER_INFO_LENGTH, AppletStatus, LifeCycleInfo
 from escd.card.objects import ObjectEntry
 from escd.sim.applet_keys import IO_BUFFER_IDS, KeyCommands
 from escd.sim.command import Request, SwError, p3
 from escd.sim.gp import CardManager
 from escd.sim.state import (
     DEFAULT_ACL,
-    ISSUER_INFO_SIZE,
     MAX_PINS,
     RA_ACL,
     AppletState,
@@ -174,7 +173,7 @@ class CoolKeyApplet:
         return self._applet.build_id.to_bytes(4, "big")
 
     def _get_issuer_info(self, request: Request) -> bytes:
-        if request.p3 != ISSUER_INFO_SIZE:
+        if request.p3 != ISSUER_INFO_LENGTH:
             raise SwError(StatusWord.WRONG_LENGTH)
         return self._applet.issuer_info
 
@@ -431,7 +430,7 @@ class CoolKeyApplet:
         return b""
 
     def _set_issuer_info(self, request: Request) -> bytes:
-        if request.p3 != ISSUER_INFO_SIZE:
+        if request.p3 != ISSUER_INFO_LENGTH:
             raise SwError(StatusWord.WRONG_LENGTH)
         self._applet.issuer_info = request.data
         return b""

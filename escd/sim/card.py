@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from escd.card.apdu import CommandApdu, StatusWord
+from escd.card.coolkey import IssuerInfo
 from escd.card.objects import COMBINED_OBJECT_ID, TokenCertificate, build_token_objects
 from escd.errors import MalformedApduError
 from escd.log import describe_apdu
@@ -47,7 +48,6 @@ from escd.sim.loadfile import SHIPPED_FILE_SIZE, LoadFile
 from escd.sim.scp import ScpProtocol, StaticKeys
 from escd.sim.state import (
     ANYONE_ACL,
-    ISSUER_INFO_SIZE,
     NOBODY_ACL,
     RA_ACL,
     AppletState,
@@ -270,17 +270,9 @@ def formatted_card(
         applet_minor=load_file.applet_minor,
         build_id=load_file.build_id,
         package_aid=load_file.package_aid,
-        issuer_info=issuer_info(phone_home_url or ""),
+        issuer_info=IssuerInfo.from_url(phone_home_url or "").raw,
     )
     return state
-
-
-def issuer_info(url: str) -> bytes:
-    """The 224-byte issuer info block: the URL, NUL-padded (what SET ISSUER INFO writes)."""
-    raw = url.encode("ascii")
-    if len(raw) >= ISSUER_INFO_SIZE:
-        raise ValueError(f"a Phone Home URL must be shorter than {ISSUER_INFO_SIZE} bytes")
-    return raw + bytes(ISSUER_INFO_SIZE - len(raw))
 
 
 def enrolled_card(

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, unique
 from typing import Any
 
+from escd.card.coolkey import ISSUER_INFO_LENGTH
 from escd.sim.loadfile import (
     COOLKEY_INSTANCE_AID,
     COOLKEY_PACKAGE_AID,
@@ -36,7 +37,6 @@ from escd.sim.scp import ScpProtocol, SecureChannelCard, StaticKeys
 #: announces T=0.
 COOLKEY_ATR = bytes.fromhex("3B769400 00FF6276 010000")
 FORMAT_VERSION = 1
-ISSUER_INFO_SIZE = 0xE0
 MAX_PINS = 8
 MAX_KEYS = 24
 IOBUF_SIZE = 900
@@ -134,7 +134,7 @@ class AppletState:
     package_aid: bytes = COOLKEY_PACKAGE_AID
     instance_size: int = DEFAULT_INSTANCE_SIZE
     memory_size: int = DEFAULT_APPLET_MEMORY
-    issuer_info: bytes = bytes(ISSUER_INFO_SIZE)
+    issuer_info: bytes = bytes(ISSUER_INFO_LENGTH)
     create_object_acl: int = RA_ACL
     create_key_acl: int = RA_ACL
     create_pin_acl: int = RA_ACL

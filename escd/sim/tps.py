@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import Self
 from xml.sax.saxutils import escape
 
+from escd.card.coolkey import IssuerInfo
 from escd.sim.ca import CA_CERT_FILE, CertificateAuthority
 from escd.sim.tps_channel import Tks
 from escd.sim.tps_config import TpsConfig
@@ -52,9 +53,6 @@ USERS_FILE = "users.yaml"
 TLS_KEY_FILE = "tls-key.pem"
 TLS_CERT_FILE = "tls-cert.pem"
 _THREAD_START_TIMEOUT = 30.0
-#: SET ISSUER INFO carries 224 bytes (CoolKey CardEdge.java, ``setIssuerInfo``); the URL
-#: needs a terminating NUL, ESC reads up to it.
-ISSUER_INFO_SIZE = 0xE0
 
 
 class SimulatedTps:
@@ -199,10 +197,13 @@ class SimulatedTps:
         family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         sock = socket.create_server((config.host, config.port), family=family)
         self._port = int(sock.getsockname()[1])
-        if len(self.issuer_info_url.encode("ascii")) >= ISSUER_INFO_SIZE:
+        try:
+            # SET ISSUER INFO carries 224 bytes; ESC reads the URL up to its NUL.
+            IssuerInfo.from_url(self.issuer_info_url)
+        except ValueError:
             sock.close()
             self._port = 0
-            raise ValueError(f"the issuer info URL must be shorter than {ISSUER_INFO_SIZE} bytes")
+            raise
         services = Services(
             config=config,
             db=self.db,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from escd.card.apdu import CommandApdu, ResponseApdu
+from escd.card.coolkey import ISSUER_INFO_LENGTH
 from escd.errors import MalformedResponseError
 from escd.log import TRAFFIC, describe_apdu, describe_response
 from escd.sim.scp import (
@@ -312,8 +313,8 @@ class SecureChannel:
 
         SecureChannel.java:990-1025.
         """
-        raw = url.encode("ascii")[:0xE0]
-        command = CommandApdu(0x84, 0xF4, 0x00, 0x00, raw + bytes(0xE0 - len(raw)))
+        raw = url.encode("ascii")[:ISSUER_INFO_LENGTH]
+        command = CommandApdu(0x84, 0xF4, 0x00, 0x00, raw.ljust(ISSUER_INFO_LENGTH, b"\x00"))
         await self._expect(command, TpsStatus.ERROR_UPGRADE_APPLET, "SET ISSUER INFO")
 
     async def set_lifecycle(self, state: int = 0x0F) -> None:

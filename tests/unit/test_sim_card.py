@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from escd.card.apdu import CommandApdu
+from escd.card.coolkey import IssuerInfo
 from escd.card.objects import COMBINED_OBJECT_ID, decode_combined_object
 from escd.errors import CardError, CardRemovedError
 from escd.readers import CardInserted, CardRemoved, ReaderAdded, ReaderEvent
@@ -32,7 +33,6 @@ from escd.sim.card import (
     blank_card,
     enrolled_card,
     formatted_card,
-    issuer_info,
 )
 from escd.sim.loadfile import (
     SHIPPED_FILE_SIZE,
@@ -61,6 +61,11 @@ SELECT_ISD = "00A4040007A0000000030000"
 ZERO_NONCE = "0000000000000000"
 URL = "http://tps.example.test:8080/tps/phoneHome"
 DEV = StaticKeys.developer()
+
+
+def issuer_info(url: str) -> bytes:
+    """The 224-byte block SET ISSUER INFO writes."""
+    return IssuerInfo.from_url(url).raw
 
 
 # -- helpers ------------------------------------------------------------------------------
