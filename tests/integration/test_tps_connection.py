@@ -641,6 +641,8 @@ async def test_configured_timeout_and_allow_list_are_used(serve) -> None:  # typ
 
 async def test_allowed_plain_http_origin_carries_the_conversation(serve) -> None:  # type: ignore[no-untyped-def]
     server = await serve(short_format)
+    with pytest.raises(InsecureUrlError):  # the same server, its origin not listed
+        connection(server, allow_http=())
     seen = await run_short_format(connection(server, allow_http=[server.origin]))
     assert seen[-1] == EndOp(5, 0, 0)
 
