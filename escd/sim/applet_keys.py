@@ -118,31 +118,7 @@ class KeyCommands:
         for slot in (private, public):
             if slot not in applet.keys and not ids & applet.create_key_acl:
                 raise SwError(StatusWord.COOLKEY_UNAUTHORIZED)
-        size = key.key_size
-        applet.keys[private] = KeySlot(
-            KeyType.RSA_PRIVATE_CRT,
-            size,
-            key.private_bytes(
-                serialization.Encoding.DER,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-            public,
-            NOBODY_ACL,
-            RA_ACL,
-            use_acl,
-        )
-        applet.keys[public] = KeySlot(
-            KeyType.RSA_PUBLIC,
-            size,
-            key.public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            ),
-            private,
-            ANYONE_ACL,
-            RA_ACL,
-            ANYONE_ACL,
-        )
+        applet.keys[private], applet.keys[public] = rsa_key_slots(key, private, public, use_acl)
 
     def generate_key(self, request: Request) -> bytes:
         runtime = self._context.runtime
@@ -262,6 +238,38 @@ class KeyCommands:
                 raise SwError(StatusWord.COOLKEY_UNAUTHORIZED)
             del applet.keys[number]
         return b""
+
+
+def rsa_key_slots(
+    key: rsa.RSAPrivateKey, private: int, public: int, use_acl: int
+) -> tuple[KeySlot, KeySlot]:
+    """The two mated slots of an RSA pair: the private key read by nobody and used by
+    ``use_acl``, the public key read and used by anyone; both written by the RA."""
+    private_slot = KeySlot(
+        KeyType.RSA_PRIVATE_CRT,
+        key.key_size,
+        key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        public,
+        NOBODY_ACL,
+        RA_ACL,
+        use_acl,
+    )
+    public_slot = KeySlot(
+        KeyType.RSA_PUBLIC,
+        key.key_size,
+        key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        private,
+        ANYONE_ACL,
+        RA_ACL,
+        ANYONE_ACL,
+    )
+    return private_slot, public_slot
 
 
 def _der_prefix(data: bytes) -> bytes:

@@ -41,6 +41,7 @@ from escd.card.objects import COMBINED_OBJECT_ID, TokenCertificate, build_token_
 from escd.errors import MalformedApduError
 from escd.log import describe_apdu
 from escd.sim.applet import CoolKeyApplet
+from escd.sim.applet_keys import rsa_key_slots
 from escd.sim.ca import CertificateAuthority, parse_dn
 from escd.sim.command import SwError
 from escd.sim.gp import CardManager
@@ -48,15 +49,12 @@ from escd.sim.loadfile import SHIPPED_FILE_SIZE, LoadFile
 from escd.sim.scp import ScpProtocol, StaticKeys
 from escd.sim.state import (
     ANYONE_ACL,
-    NOBODY_ACL,
     RA_ACL,
     AppletState,
     CardContext,
     CardObject,
     CardState,
     FailureKnobs,
-    KeySlot,
-    KeyType,
     LifeCycle,
     PackageState,
     Pin,
@@ -330,30 +328,8 @@ def enrolled_card(
     applet.life_cycle = LifeCycle.PERSONALIZED
     applet.pins[0] = Pin(pin.encode("utf-8"), pin_tries, pin_tries)
     applet.pin_enabled = True
-    applet.keys[0] = KeySlot(
-        KeyType.RSA_PRIVATE_CRT,
-        key_bits,
-        key.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        1,
-        NOBODY_ACL,
-        RA_ACL,
-        1 << 0,
-    )
-    applet.keys[1] = KeySlot(
-        KeyType.RSA_PUBLIC,
-        key_bits,
-        key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
-        0,
-        ANYONE_ACL,
-        RA_ACL,
-        ANYONE_ACL,
-    )
+    # The private key in slot 0 is used by PIN 0's identity.
+    applet.keys[0], applet.keys[1] = rsa_key_slots(key, 0, 1, 1 << 0)
     applet.objects.insert(
         0, CardObject(COMBINED_OBJECT_ID, bytearray(z0), ANYONE_ACL, RA_ACL, RA_ACL)
     )
