@@ -105,7 +105,11 @@ class SimulatedCard:
             state = CardState.from_json(data)
         except (KeyError, TypeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path} is not a simulated card file: {err}") from err
-        return cls(state, path=path, knobs=knobs)
+        card = cls(state, knobs=knobs)
+        # The file holds this state already: take it as saved rather than write it again.
+        card.path = path
+        card._saved = json.dumps(state.to_json(), sort_keys=True)
+        return card
 
     @classmethod
     def open(

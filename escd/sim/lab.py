@@ -213,7 +213,6 @@ class _Lab:
                 "enrolled": lambda: enrolled_card(phone_home_url=url, subject="CN=Lab User"),
             }[kind]()
             card = SimulatedCard(state, path=path)
-            card.save()
             origin = f"a new {kind} card"
         vpcd = VpcdCard(card, self._pcscd.port_for(slot))
         vpcd.insert()

@@ -819,8 +819,14 @@ def test_card_file_round_trip_keeps_pin_tries_objects_and_keys(
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     card.power_on()
     ok(card, SELECT_COOLKEY)
+    written = path.stat().st_ino  # every atomic write is a new file
+    ok(card, "B03C000010")
+    assert path.stat().st_ino == written  # nothing changed, nothing written
     tx(card, "B04200000439393939")
+    assert path.stat().st_ino != written
+    written = path.stat().st_ino
     again = SimulatedCard.load(path)
+    assert path.stat().st_ino == written  # loading does not write the file back
     assert again.state.to_json() == card.state.to_json()
     assert again.state.applet is not None and again.state.applet.pins[0].tries_left == 2
     again.power_on()
