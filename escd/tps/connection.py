@@ -181,16 +181,7 @@ class TpsConnection:
 
     async def send(self, frame: bytes) -> None:
         """Send one framed message (``s=N&…``) as one chunk."""
-        if self._writer is None or self._closed:
-            raise LocalTpsProtocolError("send() on a TPS connection that is not open")
-        if not frame:
-            raise LocalTpsProtocolError("refusing to send an empty chunk")
-        self._log_sent(frame)
-        try:
-            data = self._h11.send(h11.Data(data=frame))
-        except h11.LocalProtocolError as error:
-            raise LocalTpsProtocolError(f"cannot send now: {error}") from error
-        await self._write(data or b"")
+        await self._send_chunk(frame, frame)
 
     async def send_message(self, message: TpsMessage) -> None:
         """Encode ``message``, drop the secrets it carried, and send it as one chunk."""
@@ -201,7 +192,21 @@ class TpsConnection:
             # was destroyed (ESC CoolKeyHandler.cpp, mCharPIN, mCharScreenNamePwd).
             for secret in secrets_of(message):
                 secret.drop()
-        await self.send(frame)
+        # Logged as the message it is: decoding the frame again would only bring its
+        # secrets back as new objects.
+        await self._send_chunk(frame, message)
+
+    async def _send_chunk(self, frame: bytes, shown: TpsMessage | bytes) -> None:
+        if self._writer is None or self._closed:
+            raise LocalTpsProtocolError("send() on a TPS connection that is not open")
+        if not frame:
+            raise LocalTpsProtocolError("refusing to send an empty chunk")
+        self._log_sent(shown)
+        try:
+            data = self._h11.send(h11.Data(data=frame))
+        except h11.LocalProtocolError as error:
+            raise LocalTpsProtocolError(f"cannot send now: {error}") from error
+        await self._write(data or b"")
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         context: ssl.SSLContext | None = None
@@ -251,9 +256,9 @@ class TpsConnection:
                 f"the connection to the TPS broke while sending ({_os_reason(error)})"
             ) from error
 
-    def _log_sent(self, frame: bytes) -> None:
+    def _log_sent(self, message: TpsMessage | bytes) -> None:
         if logger.isEnabledFor(TRAFFIC):
-            logger.log(TRAFFIC, "to TPS: %s", codec.redacted(frame))
+            logger.log(TRAFFIC, "to TPS: %s", codec.redacted(message))
 
     # -- receiving -------------------------------------------------------------------------
 
