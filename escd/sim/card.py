@@ -28,7 +28,6 @@ import logging
 import os
 import threading
 import time
-from enum import StrEnum
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -73,12 +72,6 @@ DEFAULT_KEY_VERSION = {ScpProtocol.SCP01: 0x01, ScpProtocol.SCP02: 0xFF}
 DEFAULT_PIN = "1234"
 #: What the TPS gives CREATE PIN (``pin.maxRetries=127`` in Dogtag's TPS CS.cfg).
 DEFAULT_PIN_TRIES = 0x7F
-
-
-class CardKind(StrEnum):
-    BLANK = "blank"
-    FORMATTED = "formatted"
-    ENROLLED = "enrolled"
 
 
 class SimulatedCard:

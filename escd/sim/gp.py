@@ -19,7 +19,7 @@ from __future__ import annotations
 from escd.card.apdu import CommandApdu, StatusWord
 from escd.sim.command import SwError
 from escd.sim.loadfile import LoadFile, split_load_data
-from escd.sim.scp import ScpError, ScpProtocol, SecureChannelCard, StaticKeys, kcv
+from escd.sim.scp import SCP02_I, ScpError, ScpProtocol, SecureChannelCard, StaticKeys, kcv
 from escd.sim.state import (
     AppletState,
     CardContext,
@@ -40,7 +40,6 @@ ISD_FCI = bytes.fromhex("6F108408A000000003000000A5049F6501FF")
 #: The CardEdge source's own build constants, reported for load files we cannot read.
 SOURCE_BUILD_ID = 0x58755637
 SCP01_I = 0x05
-SCP02_I = 0x15
 #: An initial ("factory") key set that the first PUT KEY replaces (GP 2.1.1 §11.8.2.2).
 INITIAL_KEY_VERSION = 0xFF
 
@@ -122,7 +121,7 @@ class CardManager:
             if ins == 0x82:
                 return self.external_authenticate(command)
             command = self.unwrap(command)
-        if ins == 0xCA and cla in (0x00, 0x80, 0x84):
+        if ins == 0xCA:
             return self._get_data(command)
         if cla == 0x80 and ins == 0x50:
             return self.initialize_update(command)
@@ -288,7 +287,7 @@ class CardManager:
         declared = int.from_bytes(code_limit, "big") if code_limit else 0
         if knobs.out_of_memory or declared > state.nv_free:
             raise SwError(StatusWord.NOT_ENOUGH_MEMORY)
-        runtime.pending_load = PendingLoad(package_aid, declared)
+        runtime.pending_load = PendingLoad(package_aid)
         return _optional_zero(command)
 
     def _load(self, command: CommandApdu) -> bytes:

@@ -63,7 +63,6 @@ DEVELOPER_KEY = bytes(range(0x40, 0x50))
 BLOCK = 8
 KDD_LENGTH = 10
 CHALLENGE_LENGTH = 8
-CRYPTOGRAM_LENGTH = 8
 INIT_UPDATE_RESPONSE_LENGTH = 28
 PUT_KEY_DATA_LENGTH = 67
 #: SCP02 "i" parameter: 3 static keys, explicit key version, C-MAC with ICV encryption,
@@ -375,9 +374,7 @@ class InitUpdateResponse:
         return cls(data[0:10], data[10], protocol, data[14:20], data[20:28], data[12:14])
 
 
-def put_key_data(
-    protocol: ScpProtocol, session: SessionKeys, new_version: int, new_keys: StaticKeys
-) -> bytes:
+def put_key_data(session: SessionKeys, new_version: int, new_keys: StaticKeys) -> bytes:
     """PUT KEY data: newVer ‖ {81 10 E3ecb(wrapKey, key) 03 KCV(key)} x (ENC, MAC, KEK).
 
     The wrapping key is the static KEK (SCP01) or S-DEK (SCP02), i.e. ``session.dek``.
@@ -534,8 +531,7 @@ class SecureChannelHost:
         return des3_ecb_encrypt(self._opened()[1].dek, key)
 
     def put_key_data(self, new_version: int, new_keys: StaticKeys) -> bytes:
-        response, session = self._opened()
-        return put_key_data(response.protocol, session, new_version, new_keys)
+        return put_key_data(self._opened()[1], new_version, new_keys)
 
     def _opened(self) -> tuple[InitUpdateResponse, SessionKeys]:
         if self.response is None or self.session is None:

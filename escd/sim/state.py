@@ -399,7 +399,6 @@ class PendingLoad:
     """An INSTALL [for load] in progress, and the LOAD blocks received so far."""
 
     package_aid: bytes
-    declared_size: int
     next_block: int = 0
     data: bytearray = field(default_factory=bytearray)
 

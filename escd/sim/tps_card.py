@@ -36,7 +36,7 @@ from escd.card.coolkey import (
     select_card_manager,
 )
 from escd.sim.loadfile import COOLKEY_INSTANCE_AID, COOLKEY_PACKAGE_AID, frame_load_file
-from escd.sim.scp import ScpCryptogramError, SecureChannelHost
+from escd.sim.scp import SCP02_I, ScpCryptogramError, SecureChannelHost
 from escd.sim.tps_channel import (
     SW_OK,
     Conversation,
@@ -59,7 +59,6 @@ CARD_MANAGER_AIDS = (
 #: ``TPSEngine.CFG_DEF_CARDMGR_211_INSTANCE_AID``, the SD named in GP 2.1.1 INSTALL.
 GP211_ISD_AID = bytes.fromhex("A000000003000000")
 CPLC_RESPONSE_SIZE = 47
-SCP02_IMPLEMENTATION = 0x15
 LIFECYCLE_UNKNOWN = 0xF0
 #: The fourth OID of the card recognition data carries the SCP and its "i"
 #: (TPSProcessor.java:4260-4330).
@@ -263,7 +262,7 @@ class CardLink:
         except TpsFailure:
             platform = Platform(0x01)
         self.platform = platform
-        if platform.protocol == 0x02 and platform.implementation != SCP02_IMPLEMENTATION:
+        if platform.protocol == 0x02 and platform.implementation != SCP02_I:
             # TPSException(String): the default status is SNAC
             # (TPSProcessor.java:4190-4196).
             raise TpsFailure(TpsStatus.ERROR_SNAC, "SCP02 implementation is not i=15")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -260,7 +259,6 @@ class SecureChannel:
         end: int,
         *,
         java_loop: bool = True,
-        on_block: Callable[[int], None] | None = None,
     ) -> None:
         """LOAD blocks of ``blocksize-16`` (SCP01) or ``blocksize-8`` (SCP02).
 

@@ -153,7 +153,6 @@ def config_from_args(args: argparse.Namespace) -> TpsConfig:
     quirks = set(CLEAN if args.clean else FAITHFUL)
     quirks |= set(args.quirk)
     quirks -= set(args.no_quirk)
-    base = TpsConfig()
     return TpsConfig(
         host=args.host,
         port=args.port,
@@ -174,7 +173,6 @@ def config_from_args(args: argparse.Namespace) -> TpsConfig:
             delay=args.delay,
             wrong_mac_ins=frozenset(args.wrong_mac),
         ),
-        message_timeout=base.message_timeout,
     )
 
 
