@@ -325,7 +325,9 @@ class TpsConnection:
                     raise ConnectionLostError(
                         "the TPS closed the connection in the middle of its response"
                     ) from error
-                raise RemoteTpsProtocolError(f"the TPS broke HTTP/1.1: {error}") from error
+                raise RemoteTpsProtocolError(
+                    f"the TPS broke HTTP/1.1: {_h11_reason(error)}"
+                ) from error
             if isinstance(event, h11.Event):
                 return event
             if event is h11.PAUSED:
@@ -383,6 +385,15 @@ class TpsConnection:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await writer.wait_closed()
         logger.debug("closed the connection to %s:%s", self._host, self._port)
+
+
+def _h11_reason(error: h11.ProtocolError) -> str:
+    """h11's complaint without the bytes it quotes after ``": "``.
+
+    A miscounted chunk makes h11 quote the next line as an "illegal chunk header", and
+    that line is a TPS message, APDU data included; an error text never carries it.
+    """
+    return str(error).split(": ", 1)[0]
 
 
 def _os_reason(error: BaseException) -> str:

@@ -490,6 +490,25 @@ async def test_undecodable_server_message_is_a_remote_protocol_error(serve) -> N
             await client.receive()
 
 
+async def test_broken_chunking_is_a_remote_protocol_error_without_the_data(serve) -> None:  # type: ignore[no-untyped-def]
+    set_pin = b"s=46&msg_type=9&pdu_size=5&pdu_data=%84%04%00%00%00"
+
+    async def script(side: ServerSide) -> None:
+        await side.read()
+        # A chunk that carries only "s=46&", then the rest of the message without a chunk
+        # header of its own: h11 reads it as one, and quotes it in its complaint.
+        side.writer.write(b"5\r\n" + set_pin[:5] + b"\r\n" + set_pin[5:] + b"\r\n")
+        await side.writer.drain()
+        await asyncio.Event().wait()
+
+    server = await serve(script)
+    async with connection(server) as client:
+        await client.open(encode(BEGIN))
+        with pytest.raises(RemoteTpsProtocolError) as caught:
+            await client.receive()
+    assert caught.value.message == "the TPS broke HTTP/1.1: illegal chunk header"
+
+
 async def test_oversized_server_message_is_refused(serve) -> None:  # type: ignore[no-untyped-def]
     async def script(side: ServerSide) -> None:
         await side.read()
