@@ -10,11 +10,14 @@ from collections.abc import Callable
 
 import pytest
 
+from escd.card.apdu import CommandApdu
 from escd.sim.card import SimulatedCard, blank_card, formatted_card
 from escd.sim.scp import (
     DEVELOPER_KEY,
     ScpProtocol,
     SecureChannelCard,
+    SecureChannelHost,
+    SecurityLevel,
     StaticKeys,
     diversify_visa2,
     unwrap_challenge,
@@ -99,6 +102,7 @@ async def test_default_select_is_retried_with_the_le_of_6cxx() -> None:
     link, conversation = make_link(card_of(), override=override)
     await link.applet_info()
     assert conversation.transcript.apdus[:2] == [H("00A4040000"), H("00A4040012")]
+    assert seen == [H("00A4040000")]  # the retry is not the default SELECT again
 
 
 async def test_no_card_manager_is_status_45() -> None:
@@ -227,4 +231,11 @@ def test_card_side_helper_is_the_same_channel_code() -> None:
     card = SecureChannelCard(
         StaticKeys.developer(), kdd=bytes(10), key_version=1, protocol=ScpProtocol.SCP01
     )
-    assert len(card.initialize_update(bytes(8))) == 28
+    answer = card.initialize_update(bytes(8))
+    assert len(answer) == 28
+    host = SecureChannelHost(StaticKeys.developer(), host_challenge=bytes(8))
+    host.open(answer)
+    ext_auth = CommandApdu.decode(host.external_authenticate())
+    assert card.external_authenticate(ext_auth) is SecurityLevel.C_DEC_C_MAC
+    wire = host.wrap(CommandApdu(0x84, 0xF0, 0x0F, 0x00))
+    assert card.unwrap(CommandApdu.decode(wire)) == CommandApdu(0x84, 0xF0, 0x0F, 0x00)

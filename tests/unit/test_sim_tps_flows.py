@@ -462,9 +462,35 @@ async def test_new_pin_outside_the_bounds_is_status_1(world) -> None:
     failed((await tps.run(card, ENROLL, client=LoopbackClient(card, pin="12")))[0], 1)
 
 
+def _tampered_key_blob(card: SimulatedCard) -> Reply:
+    """Flip a modulus byte in the first I/O buffer read after each GENERATE KEY."""
+    after_keygen = False
+
+    def override(message: TpsMessage) -> Message | None:
+        nonlocal after_keygen
+        if not isinstance(message, TokenPduRequest):
+            return None
+        if message.apdu[:2] == b"\x84\x0c":
+            after_keygen = True
+        elif after_keygen and message.apdu[:2] == b"\x84\x56":
+            after_keygen = False
+            answer = bytearray(card.transmit(message.apdu))
+            answer[20] ^= 0x01  # len(2) 00 01 size(2) modLen(2), then the modulus
+            return TokenPduResponse(bytes(answer))
+        return None
+
+    return override
+
+
 async def test_keygen_proof_verifies_when_checked(world) -> None:
     tps = world(verify_proof=True)
     await enrolled(tps)
+    # A key blob changed on the way is certified unless the proof is checked.
+    for verify_proof, expected in ((False, ok), (True, lambda end_op: failed(end_op, 7))):
+        tps, card = world(verify_proof=verify_proof, quirks=CLEAN), new_card()
+        ok((await tps.run(card, FORMAT))[0])
+        client = LoopbackClient(card, override=_tampered_key_blob(card))
+        expected((await tps.run(card, ENROLL, client=client))[0])
 
 
 async def test_known_token_without_applet_crashes_when_faithful(world) -> None:
