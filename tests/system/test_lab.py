@@ -13,6 +13,7 @@ import os
 import queue
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 from tests.support.escd_process import BIN, ESCD
@@ -73,6 +74,14 @@ def probe(socket: str) -> str:
     return result.stdout
 
 
+def wait_until_gone(socket: str, cuid: str) -> None:
+    """pcscd notices a pulled vpcd card at its next presence poll: ask until it has."""
+    deadline = time.monotonic() + TIMEOUT
+    while cuid in probe(socket):
+        assert time.monotonic() < deadline, f"card {cuid} is still seen after removal"
+        time.sleep(0.2)
+
+
 def test_lab_inserts_and_removes_cards_seen_by_pcsc_clients(tmp_path: Path) -> None:
     lab = Lab(tmp_path)
     try:
@@ -85,6 +94,7 @@ def test_lab_inserts_and_removes_cards_seen_by_pcsc_clients(tmp_path: Path) -> N
         assert cuid in probe(socket)
         lab.say("remove 1")
         lab.expect("removed the card")
+        wait_until_gone(socket, cuid)
         lab.say("insert 1")
         assert cuid in lab.expect("inserted the same card")
         assert cuid in probe(socket)
