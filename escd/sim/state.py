@@ -24,6 +24,7 @@ from enum import IntEnum, unique
 from typing import Any
 
 from escd.card.coolkey import ISSUER_INFO_LENGTH
+from escd.card.coolkey import LifeCycle as LifeCycle  # the card's life cycle, re-exported
 from escd.sim.loadfile import (
     COOLKEY_INSTANCE_AID,
     COOLKEY_PACKAGE_AID,
@@ -55,15 +56,6 @@ RA_ACL = 1 << 14
 DEFAULT_ACL = 1 << 15
 ANYONE_ACL = 0xFFFF
 NOBODY_ACL = 0x0000
-
-
-@unique
-class LifeCycle(IntEnum):
-    """GP application life cycle as GET LIFE CYCLE byte 0 reports it (CoolKey cky_factory.h)."""
-
-    INSTALLED = 0x03
-    SELECTABLE = 0x07
-    PERSONALIZED = 0x0F
 
 
 @unique
