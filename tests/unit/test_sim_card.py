@@ -137,7 +137,7 @@ def enrolled_template(ca: CertificateAuthority) -> CardState:
     )
 
 
-def _fresh(state: CardState, **kwargs: object) -> SimulatedCard:
+def _fresh(state: CardState) -> SimulatedCard:
     # A JSON round trip gives every test its own copy and exercises the persistence format.
     card = SimulatedCard(CardState.from_json(json.loads(json.dumps(state.to_json()))))
     card.power_on()

@@ -175,9 +175,7 @@ async def test_key_version_zero_is_out_of_range() -> None:
 
 async def test_tks_diversifies_master_keys_with_visa2() -> None:
     master = bytes(range(0x20, 0x30))
-    card = SimulatedCard(
-        formatted_card(cuid=H("A00192030405060708C9"), key_version=0x02, keys=None)
-    )
+    card = SimulatedCard(formatted_card(cuid=H("A00192030405060708C9"), key_version=0x02))
     card.state.key_sets = {0x02: diversify_visa2(master, card.state.cuid)}
     card.power_on()
     conversation = Conversation(LoopbackClient(card), status_updates=False)
