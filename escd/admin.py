@@ -31,7 +31,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from escd.errors import InvalidArgumentError
 from escd.events import EventKind, EventRing
-from escd.legacy import ImportReport, find_esc_defaults, find_esc_profiles, import_legacy
+from escd.legacy import (
+    ImportReport,
+    find_esc_defaults,
+    find_esc_profiles,
+    find_profiles_in,
+    import_legacy,
+)
 from escd.phonehome.cache import TokenStore
 from escd.phonehome.parser import redact_userinfo, url_problem
 from escd.phonehome.service import PhoneHomeService
@@ -214,11 +220,7 @@ class AdminService:
             )
             if candidate.is_file()
         ]
-        profiles = sorted(
-            (p for p in target.glob("*/prefs.js") if p.is_file()),
-            key=lambda p: (p.stat().st_mtime, str(p)),
-        )
-        return [*found, *profiles]
+        return [*found, *find_profiles_in(target)]
 
     def has_esc_profile(self) -> bool:
         return bool(find_esc_profiles(self._home))

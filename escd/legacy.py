@@ -313,9 +313,13 @@ def read_prefs_files(
 
 def find_esc_profiles(home: Path) -> list[Path]:
     """ESC profiles' ``prefs.js`` under ``home/.redhat/esc``, oldest first (newest wins)."""
-    base = home / ".redhat" / "esc"
+    return find_profiles_in(home / ".redhat" / "esc")
+
+
+def find_profiles_in(directory: Path) -> list[Path]:
+    """The ``<profile>/prefs.js`` files in ``directory``, oldest first (newest wins)."""
     try:
-        found = [p for p in base.glob("*/prefs.js") if p.is_file()]
+        found = [p for p in directory.glob("*/prefs.js") if p.is_file()]
     except OSError:
         return []
     return sorted(found, key=lambda p: (p.stat().st_mtime, str(p)))
