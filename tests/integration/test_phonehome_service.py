@@ -428,20 +428,27 @@ async def test_esc_preferences_import_over_dbus_is_idempotent_and_feeds_tokens(
 
 
 class LogWaiter(logging.Handler):
-    """Lets a test wait for a log message of escd (no polling)."""
+    """Lets a test wait for a log message of escd (no polling).
+
+    It lowers the ``escd`` logger to DEBUG while it listens: an in-process daemon leaves
+    the root logger at WARNING until a configuration reload applies ``log.level``.
+    """
 
     def __init__(self, pattern: str) -> None:
         super().__init__(logging.DEBUG)
         self.pattern = pattern
         self.loop = asyncio.get_running_loop()
         self.seen = asyncio.Event()
+        self._logger = logging.getLogger("escd")
+        self._level = self._logger.level
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.pattern in record.getMessage():
             self.loop.call_soon_threadsafe(self.seen.set)
 
     async def __aenter__(self) -> LogWaiter:
-        logging.getLogger("escd").addHandler(self)
+        self._logger.setLevel(logging.DEBUG)
+        self._logger.addHandler(self)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -450,7 +457,8 @@ class LogWaiter(logging.Handler):
                 async with asyncio.timeout(TIMEOUT):
                     await self.seen.wait()
         finally:
-            logging.getLogger("escd").removeHandler(self)
+            self._logger.removeHandler(self)
+            self._logger.setLevel(self._level)
 
 
 async def test_first_start_offers_the_esc_import_once_and_imports_only_when_configured(
