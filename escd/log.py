@@ -5,25 +5,19 @@ Rule: secrets (PINs, passwords, ``pdu_data``, the data of PIN commands) never re
 log record, a signal, a property or an exception text. Values that are secret travel
 wrapped in ``Secret``, whose ``repr``/``str`` say nothing; APDUs are logged with
 ``describe_apdu`` (header and length only, never the data); TPS messages with
-``redact_fields``. This module configures nothing: handlers are set up by ``escd.cli``.
+``escd.tps.codec.redacted``. This module configures nothing: handlers are set up by
+``escd.logsetup``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
 
 #: Below DEBUG: one line per APDU and TPS message, redacted (yubikit's TRAFFIC level).
 TRAFFIC = 5
 logging.addLevelName(TRAFFIC, "TRAFFIC")
 
 REDACTED = "<redacted>"
-
-#: TPS message keys whose values are secret. ESC logged them in clear at debug level
-#: (ESC CoolKeyHandler.cpp, "sending to RA"); escd never does.
-SECRET_FIELDS = frozenset(
-    {"password", "PASSWORD", "new_pin", "pin", "value", "pdu_data", "screen_name_pwd"}
-)
 
 
 class Secret:
@@ -73,13 +67,3 @@ def describe_response(response: bytes) -> str:
     if len(response) < 2:
         return f"<{len(response)}-byte response>"
     return f"SW {response[-2:].hex().upper()} +{len(response) - 2} bytes"
-
-
-def redact_fields(fields: Iterable[tuple[str, str]] | Mapping[str, str]) -> str:
-    """``k=v&…`` with every secret value replaced, for TRAFFIC logging of TPS messages."""
-    items = fields.items() if isinstance(fields, Mapping) else fields
-    parts = []
-    for key, value in items:
-        shown = REDACTED if key in SECRET_FIELDS or key.startswith("auth_") else value
-        parts.append(f"{key}={shown}")
-    return "&".join(parts)
