@@ -229,11 +229,17 @@ def _parse(text: str) -> tuple[dict[str, tuple[PrefValue, bool]], list[tuple[int
             scan.pos, scan.line = start_pos, start
             scan.skip_line()
             continue
-        existing = prefs.get(name)
-        # Mozilla's rule: a user value beats a default whatever the order.
-        if existing is None or is_user or not existing[1]:
-            prefs[name] = (value, is_user)
+        _merge(prefs, name, value, is_user)
     return prefs, skipped
+
+
+def _merge(
+    prefs: dict[str, tuple[PrefValue, bool]], name: str, value: PrefValue, is_user: bool
+) -> None:
+    existing = prefs.get(name)
+    # Mozilla's rule: a user value beats a default whatever the order.
+    if existing is None or is_user or not existing[1]:
+        prefs[name] = (value, is_user)
 
 
 def _statement(scan: _Scanner) -> tuple[str, PrefValue, bool]:
@@ -305,9 +311,7 @@ def read_prefs_files(
         prefs, file_skipped = _parse(text)
         skipped.extend((f"{path}:{line}", reason) for line, reason in file_skipped)
         for name, (value, is_user) in prefs.items():
-            existing = merged.get(name)
-            if existing is None or is_user or not existing[1]:
-                merged[name] = (value, is_user)
+            _merge(merged, name, value, is_user)
     return {name: value for name, (value, _) in merged.items()}, skipped
 
 
