@@ -437,10 +437,11 @@ def _global_setting(name: str, value: PrefValue) -> tuple[GlobalSetting | None, 
         return GlobalSetting("tps.message_timeout", seconds, name), ""
     if name in ("esc.tps.url", "esc.global.phone.home.url"):
         key = "tps.url" if name == "esc.tps.url" else "phone_home.global_url"
-        if not isinstance(value, str) or url_problem(value.strip()) is not None:
-            why = url_problem(value.strip()) if isinstance(value, str) else "not a string"
+        url = value.strip() if isinstance(value, str) else ""
+        why = url_problem(url) if isinstance(value, str) else "not a string"
+        if why is not None:
             return None, f"not a usable URL: {why}"
-        return GlobalSetting(key, value.strip(), name), ""
+        return GlobalSetting(key, url, name), ""
     if name in ("esc.hide.format", "esc.disable.password.prompt", "esc.ignore.key.issuer.info"):
         flag = _yes_no(value)
         if flag is None:
