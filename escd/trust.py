@@ -239,10 +239,6 @@ NOT_A_CA = "not a CA certificate; pin a server's own certificate instead"
 
 def is_ca_certificate(cert: x509.Certificate) -> bool:
     """Whether ``import_authorities`` would accept ``cert`` (a CA, or an old v1 root)."""
-    return _is_ca(cert)
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
     except x509.ExtensionNotFound:
@@ -540,7 +536,7 @@ class TrustStore:
         rejected: builtins.list[tuple[str, str]] = []
         ensure_dir(self._authorities)
         for cert in _unique(certs):
-            if not _is_ca(cert):
+            if not is_ca_certificate(cert):
                 rejected.append((_subject(cert), NOT_A_CA))
                 continue
             entry = _authority_entry(cert, shared=False)
