@@ -504,6 +504,10 @@ class TrustStore:
         self._pins: dict[tuple[str, int], dict[str, _Pin]] = {}
         self._base: ssl.SSLContext | None = None
         self._pinned: dict[tuple[str, int], ssl.SSLContext] = {}
+        # At start-up only (escd.statefile): a writer running meanwhile would lose its file.
+        for directory in (self._authorities, self.directory):
+            if directory.is_dir():
+                remove_stale_temp_files(directory)
         self.reload()
 
     @classmethod
@@ -520,10 +524,6 @@ class TrustStore:
 
     def reload(self) -> None:
         """Re-read pins, imported and shared CAs (after a change by another process)."""
-        if self._authorities.is_dir():
-            remove_stale_temp_files(self._authorities)
-        if self.directory.is_dir():
-            remove_stale_temp_files(self.directory)
         self._pins = self._read_pins()
         self._invalidate()
 
