@@ -525,7 +525,8 @@ class TrustStore:
     def reload(self) -> None:
         """Re-read pins, imported and shared CAs (after a change by another process)."""
         self._pins = self._read_pins()
-        self._invalidate()
+        self._base = None
+        self._pinned = {}
 
     # ... authorities
 
@@ -548,7 +549,7 @@ class TrustStore:
             logger.info("now trusting CA %s (SHA-256 %s)", entry.subject, entry.fingerprint)
             added.append(entry)
         if added:
-            self._invalidate()
+            self._base = None
         return ImportResult(tuple(added), tuple(present), tuple(rejected))
 
     def list(self) -> tuple[TrustEntry, ...]:
@@ -577,18 +578,20 @@ class TrustStore:
                     pass
                 except OSError as exc:
                     raise InvalidArgumentError(f"cannot remove {path}: {_os_reason(exc)}") from exc
+                self._base = None
             else:
                 assert entry.host is not None and entry.port is not None
+                key = (entry.host, entry.port)
                 pins = dict(self._pins)
-                kept = dict(pins[(entry.host, entry.port)])
+                kept = dict(pins[key])
                 del kept[normalize_fingerprint(entry.fingerprint)]
                 if kept:
-                    pins[(entry.host, entry.port)] = kept
+                    pins[key] = kept
                 else:
-                    del pins[(entry.host, entry.port)]
+                    del pins[key]
                 self._write_pins(pins)
+                self._pinned.pop(key, None)
             logger.info("no longer trusting %s", entry.id)
-            self._invalidate()
             return entry
         raise InvalidArgumentError(f"no trust entry {entry_id!r}")
 
@@ -612,7 +615,7 @@ class TrustStore:
         pins[key] = {**existing, plain: pin}
         self._write_pins(pins)
         logger.info("pinned %s:%d to SHA-256 %s", key[0], key[1], format_fingerprint(plain))
-        self._invalidate()
+        self._pinned.pop(key, None)
         return _pin_entry(pin)
 
     def pins_for(self, host: str, port: int) -> frozenset[str]:
@@ -638,10 +641,6 @@ class TrustStore:
         return self._base
 
     # ... internals
-
-    def _invalidate(self) -> None:
-        self._base = None
-        self._pinned = {}
 
     def _build_verifying_context(self) -> ssl.SSLContext:
         context = _client_context()

@@ -341,6 +341,22 @@ def test_writing_before_the_handshake_cannot_skip_the_pin_check(
         pair.server.read(100)
 
 
+def test_a_removed_pin_is_refused_at_once_and_other_contexts_are_kept(
+    tmp_path: Path, store: TrustStore, chain: Chain
+) -> None:
+    verifying = store.ssl_context_for("other.example.com", 443)
+    entry = store.pin_server("localhost", 8443, fingerprint(chain.leaf))
+    store.pin_server("localhost", 8443, fingerprint(make_chain().leaf))  # rotation
+    pair = _MemoryPair(store.ssl_context_for("localhost", 8443), _server_context(chain, tmp_path))
+    pair.run(pair.client.do_handshake)
+    store.remove(entry.id)
+    pair = _MemoryPair(store.ssl_context_for("localhost", 8443), _server_context(chain, tmp_path))
+    with pytest.raises(PinMismatchError):
+        pair.run(pair.client.do_handshake)
+    # Pins never change what the CA-verified servers get.
+    assert store.ssl_context_for("other.example.com", 443) is verifying
+
+
 def test_a_blocking_socket_with_a_pin_checks_it_before_sending(
     tmp_path: Path, store: TrustStore, chain: Chain
 ) -> None:
