@@ -255,7 +255,8 @@ def test_enroll_needs_no_tps_url_when_the_token_carries_a_phone_home_url(
         pcscd.port_for(1),
     )
     cuid = blank.card.state.cuid.hex()
-    with EscdProcess(setup.env).start() as daemon:
+    # At the traffic level, so that the log the secrets are looked for in has every message.
+    with EscdProcess(setup.env, ["--log-level", "traffic"]).start() as daemon:
         assert setup.escctl("trust", "import", str(setup.home / "ca.pem"), "--yes").returncode == 0
         mark = daemon.mark()
         blank.insert()
@@ -269,7 +270,9 @@ def test_enroll_needs_no_tps_url_when_the_token_carries_a_phone_home_url(
             assert enrolled.returncode == 0, (enrolled.stdout, enrolled.stderr)
             info = json.loads(setup.escctl("info", cuid, "--json").stdout)
             assert info["state"] == "enrolled" and info["tps_url"] == setup.tps.url
-            assert PASSWORD not in daemon.output() and PIN not in daemon.output()
+            log = daemon.output()
+            assert "TRAFFIC" in log and "TOKEN_PDU_REQUEST" in log  # the most verbose level ran
+            assert PASSWORD not in log and PIN not in log
         finally:
             blank.remove()
 
