@@ -83,9 +83,9 @@ class TrustTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         scheme = url.scheme
-        port = url.port or (443 if scheme == "https" else 80)
-        key = (scheme, url.host, port)
-        context = self._context_for(url.host, port) if scheme == "https" else None
+        host, port, _ = _address(url)
+        key = (scheme, host, port)
+        context = self._context_for(host, port) if scheme == "https" else None
         current = self._transports.get(key)
         if current is None or current[0] is not context:
             if current is not None:
@@ -149,9 +149,8 @@ async def fetch_service_info(
         async with asyncio.timeout(timeout):
             body = await _get(client, target, max_size, allowed, timeout)
     except TimeoutError as exc:
-        raise NetworkError(
-            f"phone home to {_host_port(target)} took longer than {timeout:g} s"
-        ) from exc
+        _, _, where = _address(httpx.URL(target))
+        raise NetworkError(f"phone home to {where} took longer than {timeout:g} s") from exc
     except _UntrustedServerError as untrusted:
         # Outside the overall timeout: looking up the fingerprint is a second connection
         # with its own bound, and the user needs it to decide whether to trust the server.
@@ -242,9 +241,7 @@ async def _read_body(response: httpx.Response, max_size: int) -> bytes:
 
 
 def _translate(exc: httpx.HTTPError, url: httpx.URL) -> Exception:
-    host = url.host
-    port = url.port or (443 if url.scheme == "https" else 80)
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    host, port, where = _address(url)
     if find_cert_verification_error(exc) is not None:
         return _UntrustedServerError(host, port, exc)
     if isinstance(exc, httpx.TimeoutException):
@@ -268,7 +265,8 @@ def _reason(exc: BaseException) -> str:
     return exc.__class__.__name__
 
 
-def _host_port(url: str) -> str:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.hostname}:{port}"
+def _address(url: httpx.URL) -> tuple[str, int, str]:
+    """Host, port (the scheme's default if none) and ``host:port`` as messages show it."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    where = f"[{url.host}]:{port}" if ":" in url.host else f"{url.host}:{port}"
+    return url.host, port, where
