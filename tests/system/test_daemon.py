@@ -25,13 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dbus_fast import Message, MessageType
 
 from escd import __version__
 from escd.ctl.client import EscdClient, WatchEvent
 from escd.dbus_service.names import (
     BUS_NAME,
+    DBUS_INTERFACE,
+    DBUS_NAME,
+    DBUS_PATH,
     MANAGER_INTERFACE,
     MANAGER_PATH,
+    OBJECT_MANAGER_INTERFACE,
+    PROPERTIES_INTERFACE,
     TOKEN_INTERFACE,
     token_path,
 )
@@ -155,6 +161,45 @@ def removed(cuid: str) -> Callable[[WatchEvent], bool]:
 
 def pcsc(state: PcscState) -> Callable[[WatchEvent], bool]:
     return lambda e: e.kind == "pcsc" and e.pcsc_state is state
+
+
+class SnapshotCalls:
+    """Counts the ``GetManagedObjects`` calls clients make to escd, seen by eavesdropping
+    (the private bus allows it): a watching client asks for its starting state right
+    after its match rules are in place, so from escd's answer on it misses nothing."""
+
+    def __init__(self, client: EscdClient) -> None:
+        self.client = client
+        self._calls: asyncio.Queue[None] = asyncio.Queue()
+
+    @classmethod
+    async def start(cls) -> SnapshotCalls:
+        calls = cls(await EscdClient.connect())
+        calls.client.bus.add_message_handler(calls._handle)
+        rule = (
+            f"type='method_call',destination='{BUS_NAME}',member='GetManagedObjects',"
+            f"interface='{OBJECT_MANAGER_INTERFACE}',eavesdrop='true'"
+        )
+        await calls.client.call(DBUS_PATH, DBUS_INTERFACE, "AddMatch", "s", [rule], DBUS_NAME)
+        return calls
+
+    def _handle(self, message: Message) -> bool:
+        if message.message_type is not MessageType.METHOD_CALL:
+            return False
+        self._calls.put_nowait(None)
+        return True  # a call to escd: never answered here
+
+    async def wait_for(self, count: int) -> None:
+        """Until ``count`` calls were made, then until escd has answered them (a call of
+        our own is answered after those it received before)."""
+        async with asyncio.timeout(TIMEOUT):
+            for _ in range(count):
+                await self._calls.get()
+        await self.client.call(MANAGER_PATH, PROPERTIES_INTERFACE, "Get", "ss",
+                               [MANAGER_INTERFACE, "Version"])  # fmt: skip
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def tool(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
@@ -290,6 +335,7 @@ async def test_escctl_watch_shows_a_pulled_card_disappear(
     daemon: EscdProcess, cards: Cards, env: dict[str, str]
 ) -> None:
     cuid = Cards.cuid(cards.b)
+    snapshots = await SnapshotCalls.start()
     text = await asyncio.create_subprocess_exec(
         str(Path(ESCD).with_name("escctl")), "watch", env=env, stdout=asyncio.subprocess.PIPE
     )
@@ -301,9 +347,9 @@ async def test_escctl_watch_shows_a_pulled_card_disappear(
     try:
         async with asyncio.timeout(TIMEOUT):
             assert b"watching escd" in await text.stdout.readline()
-        # The JSON watch prints nothing until something happens: use the bus to know it
-        # has subscribed (its AddMatch precedes GetManagedObjects, which we cannot see),
-        # by pulling the card only after the text watch, started first, is ready.
+        # The JSON watch prints nothing until something happens. Each watch subscribes,
+        # then asks for the starting state: once escd has answered both, the card goes.
+        await snapshots.wait_for(2)
         cards.b.remove()
         async with asyncio.timeout(TIMEOUT):
             while True:
@@ -325,6 +371,7 @@ async def test_escctl_watch_shows_a_pulled_card_disappear(
                     assert event["token"]["state"] == "uninitialized"
                     break
     finally:
+        snapshots.close()
         for process in (text, as_json):
             process.send_signal(signal.SIGINT)
             assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0
