@@ -47,7 +47,7 @@ from escd.dbus_service.names import (
     ERROR_NO_SUCH_TOKEN,
     MANAGER_INTERFACE,
     MANAGER_PATH,
-    TOKEN_PATH_PREFIX,
+    token_id_from_path,
 )
 from escd.model import enum_word
 from escd.phonehome.cache import ADMIN_FIELDS as TOKEN_SETTINGS
@@ -362,7 +362,7 @@ async def _token_id(client: EscdClient, query: str) -> str:
         if exc.type == ERROR_NO_SUCH_TOKEN and _TOKEN_ID.fullmatch(query):
             return query.lower()
         raise
-    return path[len(TOKEN_PATH_PREFIX) :]
+    return token_id_from_path(path)
 
 
 async def _settings(client: EscdClient, args: argparse.Namespace) -> int:
@@ -393,7 +393,7 @@ async def _settings(client: EscdClient, args: argparse.Namespace) -> int:
 
 async def _phone_home(client: EscdClient, args: argparse.Namespace) -> int:
     token = await client.find_token(args.token)
-    token_id = token[len(TOKEN_PATH_PREFIX) :]
+    token_id = token_id_from_path(token)
     # escd asks the agent of the caller first: a URL prompt comes to this terminal.
     presets = Presets(trust_server=args.trust_server)
     await register_agent(

@@ -33,8 +33,8 @@ from escd.dbus_service.names import (
     READER_INTERFACE,
     ROOT_PATH,
     TOKEN_INTERFACE,
-    TOKEN_PATH_PREFIX,
     job_path_for,
+    token_id_from_path,
 )
 from escd.model import AppletKind, PhoneHomeState, TokenState
 from escd.readers import PcscState, ReaderState
@@ -111,7 +111,7 @@ class TokenView:
 
     @property
     def token_id(self) -> str:
-        return self.path[len(TOKEN_PATH_PREFIX) :]
+        return token_id_from_path(self.path)
 
     @classmethod
     def from_properties(cls, path: str, props: Mapping[str, Any]) -> TokenView:

@@ -30,7 +30,7 @@ from escd.ctl import output
 from escd.ctl.agent import ESCCTL_CAPABILITIES, register_agent
 from escd.ctl.client import EscdClient, JobView
 from escd.ctl.prompts import Presets, TerminalAgent, fingerprint_argument, read_secret_file
-from escd.dbus_service.names import ERROR_NO_SUCH_TOKEN
+from escd.dbus_service.names import ERROR_NO_SUCH_TOKEN, token_id_from_path
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -199,7 +199,7 @@ async def _operation(client: EscdClient, args: argparse.Namespace) -> int:
         _complain(f"cannot read {exc.filename}: {exc.strerror}")
         return EXIT_FAILED
     token = await client.find_token(args.token)
-    token_id = token.rsplit("/", 1)[1]
+    token_id = token_id_from_path(token)
     if command == "format" and not args.force:
         snapshot = await client.snapshot()
         if snapshot.manager.policy.get("hide_format"):

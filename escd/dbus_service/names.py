@@ -56,10 +56,9 @@ def token_path(token_id: str) -> str:
     return f"{TOKEN_PATH_PREFIX}{token_id}"
 
 
-def token_id_from_path(path: str) -> str | None:
-    if not path.startswith(TOKEN_PATH_PREFIX):
-        return None
-    return path[len(TOKEN_PATH_PREFIX) :] or None
+def token_id_from_path(path: str) -> str:
+    """The token id a token's object path ends in; "" for any other path."""
+    return path.removeprefix(TOKEN_PATH_PREFIX) if path.startswith(TOKEN_PATH_PREFIX) else ""
 
 
 _PATH_ELEMENT = re.compile(r"[A-Za-z0-9_]{1,64}")
