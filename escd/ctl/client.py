@@ -483,18 +483,6 @@ def _interpret(
     return []
 
 
-_TOKEN_PROPERTIES = {
-    "Cuid": "cuid",
-    "Reader": "reader",
-    "Atr": "atr",
-    "Applet": "applet",
-    "AppletVersion": "applet_version",
-    "State": "state",
-    "PhoneHomeUrl": "phone_home_url",
-    "PinTriesLeft": "pin_tries_left",
-}
-
-
 def _merge_token(
     old: TokenView, values: Mapping[str, Any], readers: Mapping[str, ReaderView]
 ) -> TokenView:

@@ -35,7 +35,6 @@ class PeerWatcher:
     def __init__(self, bus: MessageBus) -> None:
         self._bus = bus
         self._subscribers: list[Vanished] = []
-        self._started = False
 
     def subscribe(self, subscriber: Vanished) -> None:
         self._subscribers.append(subscriber)
@@ -43,7 +42,6 @@ class PeerWatcher:
     async def start(self) -> None:
         """Install the match rule (one round trip to the bus daemon) and the handler."""
         self._bus.add_message_handler(self._handle)
-        self._started = True
         reply = await self._bus.call(
             Message(
                 destination=DBUS_NAME,
@@ -57,11 +55,6 @@ class PeerWatcher:
         if reply is None or reply.message_type is MessageType.ERROR:
             # Without it, agents and jobs of vanished clients linger until used; say so.
             logger.warning("cannot watch for clients leaving the bus; agents may linger")
-
-    def stop(self) -> None:
-        if self._started:
-            self._bus.remove_message_handler(self._handle)
-            self._started = False
 
     def _handle(self, message: Message) -> bool:
         if (
