@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
-import secrets
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -39,8 +37,9 @@ from typing import Any
 from dbus_fast import DBusError, Variant
 
 from escd.ctl.agent import ESCCTL_CAPABILITIES, register_agent
-from escd.ctl.client import EscdClient, JobView, plain
-from escd.ctl.operations import add_trust_server_argument, trust_hint
+from escd.ctl.client import JOB_SUCCEEDED, EscdClient, JobView, plain
+from escd.ctl.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, complain, say
+from escd.ctl.operations import add_trust_server_argument, new_handle_token, trust_hint
 from escd.ctl.output import job_failure
 from escd.ctl.prompts import Presets, TerminalAgent
 from escd.dbus_service.names import (
@@ -51,13 +50,6 @@ from escd.dbus_service.names import (
 )
 from escd.model import enum_word
 from escd.phonehome.cache import ADMIN_FIELDS as TOKEN_SETTINGS
-
-# The exit codes of escctl (escd.ctl.main).
-EXIT_OK = 0
-EXIT_FAILED = 1
-
-#: ``Job.State`` Succeeded.
-JOB_SUCCEEDED = 4
 
 _TOKEN_ID = re.compile(r"[0-9a-fA-F]{20}|atr_[0-9a-f]+_[0-9a-f]+")
 
@@ -162,14 +154,6 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add_trust_server_argument(phone_home, "the Phone Home server")
 
 
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-def _complain(text: str) -> None:
-    print(f"escctl: {text}", file=sys.stderr, flush=True)
-
-
 async def _read_line() -> str:
     """One line of standard input without blocking the loop (Ctrl+C still works)."""
     loop = asyncio.get_running_loop()
@@ -230,49 +214,49 @@ async def _trust_import(client: EscdClient, args: argparse.Namespace) -> int:
     try:
         data = args.file.read_bytes()
     except OSError as exc:
-        _complain(f"cannot read {args.file}: {exc.strerror or exc}")
+        complain(f"cannot read {args.file}: {exc.strerror or exc}")
         return EXIT_FAILED
     (certs,) = await _manager(client, "ImportAuthority", "aya{sv}", data, {})
     new = [cert for cert in certs if cert["status"] == "new"]
     for cert in certs:
-        _say(f"{'CA certificate' if cert['status'] != 'rejected' else 'Certificate'}:")
+        say(f"{'CA certificate' if cert['status'] != 'rejected' else 'Certificate'}:")
         for line in _certificate_lines(cert):
-            _say(line)
+            say(line)
         if cert["status"] == "already-trusted":
-            _say("  already trusted")
+            say("  already trusted")
         elif cert["status"] == "rejected":
-            _say(f"  not imported: {cert['reason']}")
+            say(f"  not imported: {cert['reason']}")
     if not new:
-        _say("nothing to import")
+        say("nothing to import")
         return EXIT_OK if certs and all(c["status"] != "rejected" for c in certs) else EXIT_FAILED
     question = (
         f"Trust {'this CA' if len(new) == 1 else f'these {len(new)} CAs'} for TPS and "
         "phone-home connections?"
     )
     if not await confirm(question, args.yes):
-        _complain("not imported")
+        complain("not imported")
         return EXIT_FAILED
     (done,) = await _manager(
         client, "ImportAuthority", "aya{sv}", data, {"confirmed": Variant("b", True)}
     )
     for cert in done:
         if cert["status"] == "added":
-            _say(f"trusted: {cert['subject']} ({cert['fingerprint']})")
+            say(f"trusted: {cert['subject']} ({cert['fingerprint']})")
     return EXIT_OK
 
 
 async def _trust_add_server(client: EscdClient, args: argparse.Namespace) -> int:
     (cert,) = await _manager(client, "FetchServerCertificate", "s", args.url)
     where = f"{cert['host']}:{cert['port']}"
-    _say(f"{where} presents this certificate (not verified):")
+    say(f"{where} presents this certificate (not verified):")
     for line in _certificate_lines(cert):
-        _say(line)
+        say(line)
     if cert.get("pinned"):
-        _say(f"already pinned for {where}")
+        say(f"already pinned for {where}")
         return EXIT_OK
     question = f"Accept this certificate, and only this one, for {where}?"
     if not await confirm(question, args.yes):
-        _complain("not pinned")
+        complain("not pinned")
         return EXIT_FAILED
     host = f"[{cert['host']}]" if ":" in cert["host"] else cert["host"]
     url = f"https://{host}:{cert['port']}"
@@ -284,34 +268,34 @@ async def _trust_add_server(client: EscdClient, args: argparse.Namespace) -> int
         cert["fingerprint"],
         {"subject": Variant("s", cert["subject"])},
     )
-    _say(f"pinned {where}: {entry['fingerprint']}")
+    say(f"pinned {where}: {entry['fingerprint']}")
     return EXIT_OK
 
 
 async def _trust_list(client: EscdClient, args: argparse.Namespace) -> int:
     (entries,) = await _manager(client, "ListTrust")
     if args.json:
-        _say(json.dumps(entries, indent=2))
+        say(json.dumps(entries, indent=2))
         return EXIT_OK
     if not entries:
-        _say("no CA imported and no server pinned (the system CAs are trusted)")
+        say("no CA imported and no server pinned (the system CAs are trusted)")
         return EXIT_OK
     for entry in entries:
         if entry["kind"] == "server":
             what = f"server {entry['host']}:{entry['port']}"
         else:
             what = "CA (shared, read-only)" if entry["shared"] else "CA"
-        _say(entry["id"])
-        _say(f"  {what}: {entry['subject'] or '(no subject)'}")
-        _say(f"  SHA-256: {entry['fingerprint']}")
+        say(entry["id"])
+        say(f"  {what}: {entry['subject'] or '(no subject)'}")
+        say(f"  SHA-256: {entry['fingerprint']}")
         if entry["not_after"]:
-            _say(f"  valid until {_date(entry['not_after'])}")
+            say(f"  valid until {_date(entry['not_after'])}")
     return EXIT_OK
 
 
 async def _trust_remove(client: EscdClient, args: argparse.Namespace) -> int:
     await _manager(client, "RemoveTrust", "s", args.id)
-    _say(f"no longer trusted: {args.id}")
+    say(f"no longer trusted: {args.id}")
     return EXIT_OK
 
 
@@ -335,19 +319,19 @@ async def _import_esc_prefs(client: EscdClient, args: argparse.Namespace) -> int
     path = str(Path(args.path).expanduser().absolute()) if args.path else ""
     count, report = await _manager(client, "ImportLegacyPreferences", "sa{sv}", path, {})
     if args.json:
-        _say(json.dumps({"imported_count": count, **report}, indent=2))
+        say(json.dumps({"imported_count": count, **report}, indent=2))
         return EXIT_OK
-    _say("read: " + (", ".join(report["files"]) or "(nothing)"))
+    say("read: " + (", ".join(report["files"]) or "(nothing)"))
     if report["imported"]:
-        _say(f"imported ({count}):")
+        say(f"imported ({count}):")
         for line in report["imported"]:
-            _say(f"  {line}")
+            say(f"  {line}")
     else:
-        _say("nothing new to import")
+        say("nothing new to import")
     if report["skipped"]:
-        _say("not imported:")
+        say("not imported:")
         for item in report["skipped"]:
-            _say(f"  {item['item']}: {item['reason']}")
+            say(f"  {item['item']}: {item['reason']}")
     return EXIT_OK
 
 
@@ -371,20 +355,20 @@ async def _settings(client: EscdClient, args: argparse.Namespace) -> int:
     for key in args.clear:
         name = key.replace("-", "_")
         if name in changes:
-            _complain(f"--{key} is both set and cleared")
-            return 2
+            complain(f"--{key} is both set and cleared")
+            return EXIT_USAGE
         changes[name] = ""
     if changes:
         settings = {key: Variant("s", value) for key, value in changes.items()}
         await _manager(client, "SetTokenSettings", "sa{sv}", token_id, settings)
     (current,) = await _manager(client, "GetTokenSettings", "s", token_id)
     if args.json:
-        _say(json.dumps({"token": token_id, "settings": current}, indent=2))
+        say(json.dumps({"token": token_id, "settings": current}, indent=2))
         return EXIT_OK
-    _say(f"Set by hand for {token_id}:")
+    say(f"Set by hand for {token_id}:")
     width = max(len(key) for key in TOKEN_SETTINGS)
     for key in TOKEN_SETTINGS:
-        _say(f"  {key.replace('_', '-') + ':':<{width + 2}} {current.get(key) or '(not set)'}")
+        say(f"  {key.replace('_', '-') + ':':<{width + 2}} {current.get(key) or '(not set)'}")
     return EXIT_OK
 
 
@@ -399,7 +383,7 @@ async def _phone_home(client: EscdClient, args: argparse.Namespace) -> int:
     await register_agent(
         client.bus, TerminalAgent(presets, interactive=True), capabilities=ESCCTL_CAPABILITIES
     )
-    handle = f"escctl_{os.getpid()}_{secrets.token_hex(4)}"
+    handle = new_handle_token()
     options = {"handle_token": Variant("s", handle), "force": Variant("b", args.force)}
     if args.url:
         options["url"] = Variant("s", args.url)
@@ -413,13 +397,13 @@ async def _phone_home(client: EscdClient, args: argparse.Namespace) -> int:
     snapshot = await client.snapshot()
     shown = snapshot.tokens.get(token)
     if final is not None and final.state == JOB_SUCCEEDED:
-        _say(f"phone home for {token_id}: {enum_word(shown.phone_home_state) if shown else 'done'}")
+        say(f"phone home for {token_id}: {enum_word(shown.phone_home_state) if shown else 'done'}")
     else:
         result = final.result if final is not None else {}
-        _complain(job_failure("phone home", result))
+        complain(job_failure("phone home", result))
         hint = trust_hint(result)
         if hint is not None:
-            _complain(hint)
+            complain(hint)
     if shown is not None:
         for name, value in (
             ("Phone Home URL", shown.phone_home_url),
@@ -428,7 +412,7 @@ async def _phone_home(client: EscdClient, args: argparse.Namespace) -> int:
             ("Enrollment UI", shown.enrollment_ui_url),
             ("Token type", shown.token_type),
         ):
-            _say(f"  {name + ':':<16}{value or '(none)'}")
+            say(f"  {name + ':':<16}{value or '(none)'}")
     return EXIT_OK if final is not None and final.state == JOB_SUCCEEDED else EXIT_FAILED
 
 

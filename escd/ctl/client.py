@@ -39,6 +39,11 @@ from escd.dbus_service.names import (
 from escd.model import AppletKind, PhoneHomeState, TokenState
 from escd.readers import PcscState, ReaderState
 
+#: ``Job.State`` values a client acts on (docs/dbus-api.md); from Succeeded on, a job
+#: has ended.
+JOB_SUCCEEDED = 4
+JOB_CANCELED = 6
+
 
 class DaemonUnreachableError(Exception):
     """There is no session bus, or no escd on it and none can be started."""
@@ -231,7 +236,8 @@ class JobWatch:
             # Already ended and gone (a short grace period): its Completed is queued.
             view = JobView(self.path)
         yield view
-        if view.state >= 4:  # it had already ended: Completed was sent before we looked
+        if view.state >= JOB_SUCCEEDED:
+            # It had already ended: Completed was sent before we looked.
             yield dataclasses.replace(view, completed=True)
             return
         while True:

@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import json
 import signal
-import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -43,14 +42,16 @@ from dbus_fast import DBusError, Variant
 from escd import __version__
 from escd.ctl import admin, operations, output
 from escd.ctl.client import DaemonUnreachableError, EscdClient, Snapshot
+from escd.ctl.console import (
+    EXIT_FAILED,
+    EXIT_NO_DAEMON,
+    EXIT_NO_TOKEN,
+    EXIT_OK,
+    complain,
+    say,
+)
 from escd.dbus_service.names import ERROR_NO_SUCH_TOKEN
 from escd.readers import PcscState
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_NO_DAEMON = 3
-EXIT_NO_TOKEN = 4
 
 DIAGNOSE_LOG_LINES = 20
 
@@ -112,34 +113,26 @@ def _count(text: str) -> int:
     return value
 
 
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-def _complain(text: str) -> None:
-    print(f"escctl: {text}", file=sys.stderr, flush=True)
-
-
 def _pcsc_warning(snapshot: Snapshot) -> None:
     state = snapshot.manager.pcsc_state
     if state is PcscState.SERVICE_UNAVAILABLE:
-        _complain("warning: pcscd is not available; no card can be seen")
+        complain("warning: pcscd is not available; no card can be seen")
     elif state is PcscState.ACCESS_DENIED:
-        _complain("warning: pcscd refused escd access (polkit); no card can be seen")
+        complain("warning: pcscd refused escd access (polkit); no card can be seen")
     elif state is PcscState.NO_READERS:
-        _complain("warning: no card reader is connected")
+        complain("warning: no card reader is connected")
 
 
 async def _list(client: EscdClient, args: argparse.Namespace) -> int:
     snapshot = await client.snapshot()
     if args.json:
-        _say(output.list_json(snapshot))
+        say(output.list_json(snapshot))
         return EXIT_OK
     _pcsc_warning(snapshot)
     if not snapshot.tokens:
-        _say("no token present")
+        say("no token present")
         return EXIT_OK
-    _say(output.list_text(snapshot))
+    say(output.list_text(snapshot))
     return EXIT_OK
 
 
@@ -148,9 +141,9 @@ async def _info(client: EscdClient, args: argparse.Namespace) -> int:
     snapshot = await client.snapshot()
     token = snapshot.tokens.get(path)
     if token is None:  # removed between the two calls
-        _complain("the token was removed")
+        complain("the token was removed")
         return EXIT_NO_TOKEN
-    _say(output.info_json(token) if args.json else output.info_text(token))
+    say(output.info_json(token) if args.json else output.info_text(token))
     return EXIT_OK
 
 
@@ -158,9 +151,9 @@ async def _watch(client: EscdClient, args: argparse.Namespace) -> int:
     async for event in client.watch():
         if event.kind == "subscribed":
             if not args.json:
-                _say("watching escd; press Ctrl+C to stop")
+                say("watching escd; press Ctrl+C to stop")
             continue
-        _say(output.json_line(event) if args.json else output.watch_text(event))
+        say(output.json_line(event) if args.json else output.watch_text(event))
     return EXIT_OK
 
 
@@ -172,7 +165,7 @@ async def _diagnose(client: EscdClient, args: argparse.Namespace) -> int:
         options["format"] = Variant("s", "text")
     report = await client.diagnostics(options)
     if args.json:
-        _say(json.dumps(report, indent=2, sort_keys=True))
+        say(json.dumps(report, indent=2, sort_keys=True))
     else:
         print(report.get("text", ""), end="", flush=True)
     return EXIT_OK
@@ -192,7 +185,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         client = await EscdClient.connect()
     except DaemonUnreachableError as exc:
-        _complain(str(exc))
+        complain(str(exc))
         return EXIT_NO_DAEMON
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -202,10 +195,10 @@ async def run(args: argparse.Namespace) -> int:
     try:
         return await _COMMANDS[args.command](client, args)
     except DaemonUnreachableError as exc:
-        _complain(str(exc))
+        complain(str(exc))
         return EXIT_NO_DAEMON
     except DBusError as exc:
-        _complain(exc.text or exc.type)
+        complain(exc.text or exc.type)
         return EXIT_NO_TOKEN if exc.type == ERROR_NO_SUCH_TOKEN else EXIT_FAILED
     except asyncio.CancelledError:
         return EXIT_OK

@@ -28,15 +28,17 @@ from dbus_fast import DBusError, Variant
 
 from escd.ctl import output
 from escd.ctl.agent import ESCCTL_CAPABILITIES, register_agent
-from escd.ctl.client import EscdClient, JobView
+from escd.ctl.client import JOB_CANCELED, JOB_SUCCEEDED, EscdClient, JobView
+from escd.ctl.console import (
+    EXIT_CANCELED,
+    EXIT_FAILED,
+    EXIT_NO_TOKEN,
+    EXIT_OK,
+    complain,
+    say,
+)
 from escd.ctl.prompts import Presets, TerminalAgent, fingerprint_argument, read_secret_file
 from escd.dbus_service.names import ERROR_NO_SUCH_TOKEN, token_id_from_path
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_NO_TOKEN = 4
-#: The job was canceled: Ctrl+C, a declined prompt, or the format not confirmed.
-EXIT_CANCELED = 5
 
 #: escctl command → Token method.
 METHODS = {
@@ -53,7 +55,6 @@ _HELP = {
     "renew": "renew the certificates of an enrolled token (if the TPS allows it)",
     "unblock": "unblock an enrolled token (if the TPS allows it)",
 }
-SUCCEEDED, CANCELED = 4, 6
 #: How long escctl waits for a job it canceled to end (escd closes and re-reads first).
 CANCEL_WAIT = 15.0
 
@@ -122,6 +123,11 @@ def add_trust_server_argument(parser: argparse.ArgumentParser, server: str) -> N
     )
 
 
+def new_handle_token() -> str:
+    """A ``handle_token`` for a job escctl starts: no other run of escctl uses it."""
+    return f"escctl_{os.getpid()}_{secrets.token_hex(4)}"
+
+
 def trust_hint(result: dict[str, Any]) -> str | None:
     """What to do about a job that failed because a server was not trusted."""
     if not str(result.get("error", "")).endswith(".TlsUntrusted"):
@@ -149,7 +155,7 @@ class ProgressDisplay:
         self._prompt: asyncio.Task[Any] | None = None
 
     def show(self, view: JobView) -> None:
-        if view.completed or view.state >= SUCCEEDED:
+        if view.completed or view.state >= JOB_SUCCEEDED:
             return  # the result is printed on its own
         prompt = self._prompt
         if prompt is not None and not prompt.done() and prompt is not asyncio.current_task():
@@ -196,21 +202,21 @@ async def _operation(client: EscdClient, args: argparse.Namespace) -> int:
     try:
         presets = _presets(args)
     except OSError as exc:
-        _complain(f"cannot read {exc.filename}: {exc.strerror}")
+        complain(f"cannot read {exc.filename}: {exc.strerror}")
         return EXIT_FAILED
     token = await client.find_token(args.token)
     token_id = token_id_from_path(token)
     if command == "format" and not args.force:
         snapshot = await client.snapshot()
         if snapshot.manager.policy.get("hide_format"):
-            _complain(
+            complain(
                 "the administrator hides Format (policy.hide_format); use --force to format anyway"
             )
             return EXIT_FAILED
     progress = ProgressDisplay(sys.stderr)
     agent = TerminalAgent(presets, interactive=True, before_prompt=progress.pause)
     await register_agent(client.bus, agent, capabilities=ESCCTL_CAPABILITIES)
-    handle = f"escctl_{os.getpid()}_{secrets.token_hex(4)}"
+    handle = new_handle_token()
     options: dict[str, Variant] = {"handle_token": Variant("s", handle)}
     if args.tps:
         options["tps_url"] = Variant("s", args.tps)
@@ -222,7 +228,7 @@ async def _operation(client: EscdClient, args: argparse.Namespace) -> int:
         try:
             job = await client.start_operation(token, METHODS[command], options)
         except DBusError as exc:
-            _complain(f"{command} refused: {exc.type}: {exc.text}")
+            complain(f"{command} refused: {exc.type}: {exc.text}")
             return EXIT_NO_TOKEN if exc.type == ERROR_NO_SUCH_TOKEN else EXIT_FAILED
         try:
             final = await _follow(watch.updates(), progress)
@@ -230,24 +236,24 @@ async def _operation(client: EscdClient, args: argparse.Namespace) -> int:
             _uncancel()
             progress.pause()
             agent.interrupt()
-            _complain(f"canceling the {command}...")
+            complain(f"canceling the {command}...")
             ended = await _cancel(client, job, watch.updates())
             progress.pause()
             if ended is not None and ended.result:
-                _complain(output.job_failure(command, ended.result))
+                complain(output.job_failure(command, ended.result))
             return EXIT_CANCELED
     progress.pause()
-    if final.state == SUCCEEDED:
-        _say(f"{command} of token {token_id} succeeded")
+    if final.state == JOB_SUCCEEDED:
+        say(f"{command} of token {token_id} succeeded")
         return EXIT_OK
-    if final.state == CANCELED:
+    if final.state == JOB_CANCELED:
         # A "no" at a prompt is the user's choice, not a failure to explain.
-        _complain(f"{command} of token {token_id} canceled")
+        complain(f"{command} of token {token_id} canceled")
         return EXIT_CANCELED
-    _complain(output.job_failure(command, final.result))
+    complain(output.job_failure(command, final.result))
     hint = trust_hint(final.result)
     if hint is not None:
-        _complain(hint)
+        complain(hint)
     return EXIT_FAILED
 
 
@@ -273,14 +279,6 @@ def _uncancel() -> None:
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-def _complain(text: str) -> None:
-    print(f"escctl: {text}", file=sys.stderr, flush=True)
 
 
 COMMANDS: dict[str, Callable[[EscdClient, argparse.Namespace], Coroutine[Any, Any, int]]] = {

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from escd.ctl.operations import EXIT_CANCELED, EXIT_OK
+from escd.ctl.console import EXIT_CANCELED, EXIT_OK
 from escd.sim.pcscd import PrivatePcscd
 from escd.sim.vpcd import VpcdCard
 from tests.support.escd_process import ESCCTL, EscdProcess
