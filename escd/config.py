@@ -400,6 +400,9 @@ def _check_url(value: str, source: str, path: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(source, path, "expected an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        # A password in a URL would show in logs, properties and diagnostics.
+        raise ConfigError(source, path, "expected a URL without a user name or password")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError as exc:

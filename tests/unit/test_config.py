@@ -49,6 +49,8 @@ INVALID = {
                          "expected an http:// or https:// URL"),
     "url-bad-port": ("tps:\n  url: https://tps.example.com:99999/tps\n", "tps.url",
                      "expected a valid port"),
+    "url-with-password": ("tps:\n  url: https://jdoe:hunter2@tps.example.com/tps\n", "tps.url",
+                          "expected a URL without a user name or password"),
     "origin-with-path": ("tps:\n  allow_http: ['http://tps.example.com/tps']\n",
                          "tps.allow_http", "expected origins like http://host"),
     "not-yaml": ("pcsc: [unclosed\n", "", "not valid YAML (line 2)"),
@@ -164,3 +166,10 @@ def test_generated_config_files_are_up_to_date() -> None:
     markdown = (ROOT / "docs" / "configuration.md").read_text()
     for key, _default, _doc, _esc in describe_keys():
         assert f"`{key}`" in markdown
+
+
+def test_a_password_in_a_url_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "phone_home:\n  global_url: https://jdoe:hunter2@h.example/ph\n")
+    with pytest.raises(ConfigError) as error:
+        load_config([path])
+    assert "hunter2" not in str(error.value)
