@@ -25,7 +25,6 @@ question is read from standard input, so ``echo y | escctl trust import FILE`` w
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
@@ -41,7 +40,7 @@ from escd.ctl.client import JOB_SUCCEEDED, EscdClient, JobView, plain
 from escd.ctl.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, complain, say
 from escd.ctl.operations import add_trust_server_argument, new_handle_token, trust_hint
 from escd.ctl.output import job_failure
-from escd.ctl.prompts import Presets, TerminalAgent
+from escd.ctl.prompts import Presets, StdinLines, TerminalAgent
 from escd.dbus_service.names import (
     ERROR_NO_SUCH_TOKEN,
     MANAGER_INTERFACE,
@@ -154,38 +153,17 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add_trust_server_argument(phone_home, "the Phone Home server")
 
 
-async def _read_line() -> str:
-    """One line of standard input without blocking the loop (Ctrl+C still works)."""
-    loop = asyncio.get_running_loop()
-    try:
-        fd = sys.stdin.fileno()
-    except (AttributeError, OSError, ValueError):
-        return ""
-    future: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        if not future.done():
-            future.set_result(None)
-
-    try:
-        loop.add_reader(fd, readable)
-    except (OSError, ValueError):
-        # A regular file or /dev/null cannot be watched, and never blocks either.
-        return sys.stdin.readline()
-    try:
-        await future
-    finally:
-        loop.remove_reader(fd)
-    return sys.stdin.readline()
-
-
 async def confirm(question: str, assume_yes: bool) -> bool:
+    """Ask, and read the answer from standard input without blocking the loop (Ctrl+C
+    still works); no input at all is no."""
     if assume_yes:
         return True
     print(f"{question} [y/N] ", end="", flush=True)
-    answer = await _read_line()
-    if not answer:
-        print(flush=True)
+    try:
+        answer = await StdinLines(sys.stdin.fileno()).readline()
+    except (AttributeError, OSError, ValueError, EOFError):
+        print(flush=True)  # end the question's line
+        return False
     return answer.strip().lower() in ("y", "yes")
 
 
