@@ -609,7 +609,8 @@ class Daemon:
         if self._service is not None:
             self._service.manager.EnrollmentSuggested(token_path(token.token_id), int(reason))
 
-    def _can_enroll(self, token: TokenRecord) -> bool:
+    def _can_enroll(self) -> bool:
+        """Whether something can act on an "Enroll…" click: a ``ui`` agent or a launch."""
         return self._ui_agent_present() or self.launcher.configured
 
     def _notification_action(self, token_id: str, action: str) -> None:

@@ -92,7 +92,7 @@ class Notifier:
         record: Record,
         *,
         on_action: Callable[[str, str], None],
-        can_enroll: Callable[[TokenRecord], bool],
+        can_enroll: Callable[[], bool],
     ) -> None:
         self._bus = bus
         self.setting = setting
@@ -282,7 +282,7 @@ class Notifier:
         if (
             state in (TokenState.UNINITIALIZED, TokenState.NO_APPLET)
             and self.supports_actions
-            and self._can_enroll(token)
+            and self._can_enroll()
         ):
             actions = ((ENROLL_ACTION, ENROLL_LABEL),)
         return Notice(
