@@ -454,9 +454,12 @@ class Daemon:
         except ConfigError:
             pass  # logged and recorded by reload_configuration; keep running
 
+    def _config_file_paths(self) -> list[Path]:
+        """The files ``--config`` named, else the system and user files."""
+        return self._config_files or config_paths()
+
     def _existing_config_files(self) -> list[Path]:
-        files = self._config_files if self._config_files else config_paths()
-        return [path for path in files if path.is_file()]
+        return [path for path in self._config_file_paths() if path.is_file()]
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -518,7 +521,7 @@ class Daemon:
             self.ring,
             state=self.state,
             home=Path(os.environ.get("HOME") or Path.home()),
-            config_paths=lambda: self._config_files or config_paths(),
+            config_paths=self._config_file_paths,
             certificate_timeout=self._config.phone_home.timeout,
         )
 
