@@ -25,6 +25,7 @@ from escd.sim.bus import PrivateBus
 from escd.sim.card import SimulatedCard, blank_card, enrolled_card, formatted_card
 from escd.sim.state import CardState
 from tests.support.embedded import embedded_daemon
+from tests.support.escd_process import process_alive
 from tests.support.fake_desktop import FakeApplication
 
 HOOK = """\
@@ -198,14 +199,7 @@ async def test_a_hook_that_outlives_its_timeout_is_killed(
     assert "did not finish in 0.5 s; killed it" in caplog.text
     assert "command output: waiting" in caplog.text
     grandchild = int(pid_file.read_text())
-    assert not Path(f"/proc/{grandchild}").exists() or "Z" in _proc_state(grandchild)
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
+    assert not process_alive(grandchild)
 
 
 async def test_fifty_quick_cycles_launch_once(session_bus: PrivateBus, tmp_path: Path) -> None:
