@@ -65,7 +65,8 @@ def test_failed_phone_home_is_the_reason_only_where_the_policy_suggests(
 
 
 def test_reasons_are_the_contract_values() -> None:
-    assert [int(r) for r in (R.UNINITIALIZED, R.NO_APPLET, R.PHONE_HOME_FAILED)] == [1, 2, 3]
+    reasons = (R.UNINITIALIZED, R.NO_APPLET, R.PHONE_HOME_FAILED, R.INSERTED)
+    assert [int(r) for r in reasons] == [1, 2, 3, 4]
 
 
 class Clock:
