@@ -5,7 +5,8 @@ The daemon runs in-process over the simulator's readers; the simulated TPS runs 
 TLS with its CA imported through ``Manager.ImportAuthority``; a formatted card phones
 home and is enrolled through a job, its login and new PIN answered by a scripted agent.
 Then ``escctl diagnose`` (text) and ``escctl diagnose --json`` run as the user would
-run them, and neither may contain the password or the PIN.
+run them, and neither they nor the daemon's log at the TRAFFIC level may contain the
+password or the PIN.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from dbus_fast import Variant
 
 from escd.dbus_service.names import MANAGER_INTERFACE, MANAGER_PATH, TOKEN_INTERFACE
+from escd.log import TRAFFIC
 from escd.sim.bus import PrivateBus
 from escd.sim.card import SimulatedCard, formatted_card
 from escd.sim.tps import SimulatedTps
@@ -74,8 +77,9 @@ async def escctl(*args: str) -> str:
 
 
 async def test_diagnose_after_an_enrollment_has_every_field_and_no_secret(
-    session_bus: PrivateBus, tmp_path: Path
+    session_bus: PrivateBus, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(TRAFFIC, logger="escd")
     tps = SimulatedTps(
         TpsConfig(default_policy=TokenPolicy(pin_reset=True), key_size=1024),
         state_dir=tmp_path / "tps",
@@ -136,6 +140,7 @@ async def test_diagnose_after_an_enrollment_has_every_field_and_no_secret(
     kinds = {event["kind"] for event in report["events"]}
     assert {"token-inserted", "operation", "crypto"} <= kinds
     assert card.state.cuid.hex() in single
-    for output in (text, raw, single):
+    assert "TOKEN_PDU_REQUEST" in caplog.text  # the most verbose level ran
+    for output in (text, raw, single, caplog.text):
         assert PASSWORD not in output
         assert PIN not in output
