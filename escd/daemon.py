@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from dbus_fast import DBusError
-from dbus_fast.constants import MessageType, NameFlag, RequestNameReply
-from dbus_fast.message import Message
+from dbus_fast.constants import NameFlag, RequestNameReply
 from systemd.daemon import notify as sd_notify
 
 from escd import __version__
@@ -44,16 +43,10 @@ from escd.card.identify import identify
 from escd.cardwatch import CardWatcher
 from escd.config import Config, config_paths, load_config, state_dir
 from escd.dbus_service.agent import DBusAgentChannel
+from escd.dbus_service.busdaemon import call_bus_daemon
 from escd.dbus_service.caller import CallerAwareBus
 from escd.dbus_service.job import JobExporter
-from escd.dbus_service.names import (
-    BUS_NAME,
-    DBUS_INTERFACE,
-    DBUS_NAME,
-    DBUS_PATH,
-    numbered_job_path,
-    token_path,
-)
+from escd.dbus_service.names import BUS_NAME, numbered_job_path, token_path
 from escd.dbus_service.objectmanager import ObjectManagerBus
 from escd.dbus_service.peers import PeerWatcher
 from escd.dbus_service.service import EscdService
@@ -712,19 +705,8 @@ class Daemon:
     @staticmethod
     async def _owner(bus: ObjectManagerBus) -> str:
         """``pid N`` of the current owner of the bus name, for the refusal message."""
-        reply = await bus.call(
-            Message(
-                destination=DBUS_NAME,
-                path=DBUS_PATH,
-                interface=DBUS_INTERFACE,
-                member="GetConnectionUnixProcessID",
-                signature="s",
-                body=[BUS_NAME],
-            )
-        )
-        if reply is not None and reply.message_type is MessageType.METHOD_RETURN:
-            return f"pid {reply.body[0]}"
-        return "another process"
+        pid = await call_bus_daemon(bus, "GetConnectionUnixProcessID", "s", [BUS_NAME])
+        return f"pid {pid[0]}" if pid else "another process"
 
     @staticmethod
     async def _watch_bus(bus: ObjectManagerBus) -> None:

@@ -33,7 +33,8 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from escd.config import Switch
-from escd.dbus_service.names import DBUS_INTERFACE, DBUS_NAME, DBUS_PATH
+from escd.dbus_service.busdaemon import call_bus_daemon
+from escd.dbus_service.names import DBUS_INTERFACE, DBUS_NAME
 from escd.events import EventKind
 from escd.model import TokenState
 from escd.tokens import RegistryEvent, TokenAppeared, TokenGone, TokenRecord
@@ -136,8 +137,8 @@ class Notifier:
             f"member='NameOwnerChanged',arg0='{NOTIFICATIONS_NAME}'",
             f"type='signal',interface='{NOTIFICATIONS_INTERFACE}',path='{NOTIFICATIONS_PATH}'",
         ):
-            await self._call_bus("AddMatch", "s", [rule])
-        owner = await self._call_bus("GetNameOwner", "s", [NOTIFICATIONS_NAME])
+            await call_bus_daemon(self._bus, "AddMatch", "s", [rule])
+        owner = await call_bus_daemon(self._bus, "GetNameOwner", "s", [NOTIFICATIONS_NAME])
         self._worker = self._spawn(self._work())
         await self._server_changed(str(owner[0]) if owner else "")
 
@@ -155,21 +156,6 @@ class Notifier:
         self._server = ""
         self._capabilities = frozenset()
         self._spawn(self._server_changed(self._owner))
-
-    async def _call_bus(self, member: str, signature: str, body: list[Any]) -> list[Any] | None:
-        reply = await self._bus.call(
-            Message(
-                destination=DBUS_NAME,
-                path=DBUS_PATH,
-                interface=DBUS_INTERFACE,
-                member=member,
-                signature=signature,
-                body=body,
-            )
-        )
-        if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
-            return None
-        return list(reply.body)
 
     async def _server_changed(self, owner: str) -> None:
         self._owner = owner

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from escd.dbus_service.busdaemon import call_bus_daemon
 from escd.dbus_service.names import DBUS_INTERFACE, DBUS_NAME, DBUS_PATH
 
 logger = logging.getLogger(__name__)
@@ -42,17 +43,7 @@ class PeerWatcher:
     async def start(self) -> None:
         """Install the match rule (one round trip to the bus daemon) and the handler."""
         self._bus.add_message_handler(self._handle)
-        reply = await self._bus.call(
-            Message(
-                destination=DBUS_NAME,
-                path=DBUS_PATH,
-                interface=DBUS_INTERFACE,
-                member="AddMatch",
-                signature="s",
-                body=[VANISHED_RULE],
-            )
-        )
-        if reply is None or reply.message_type is MessageType.ERROR:
+        if await call_bus_daemon(self._bus, "AddMatch", "s", [VANISHED_RULE]) is None:
             # Without it, agents and jobs of vanished clients linger until used; say so.
             logger.warning("cannot watch for clients leaving the bus; agents may linger")
 
