@@ -30,6 +30,7 @@ from escd.dbus_service.names import (
     AGENT_ERROR_CANCELED,
     AGENT_ERROR_REJECTED,
     AGENT_INTERFACE,
+    BUS_NAME,
     MANAGER_INTERFACE,
     MANAGER_PATH,
 )
@@ -198,7 +199,7 @@ async def register_agent(
     path: str = AGENT_PATH,
     capabilities: tuple[str, ...] = ALL_CAPABILITIES,
     default: bool = False,
-    destination: str = "io.github.escd.Escd1",
+    destination: str = BUS_NAME,
 ) -> AgentInterface:
     """Export an agent for ``handler`` on ``bus`` and register it with escd."""
     interface = AgentInterface(handler)
