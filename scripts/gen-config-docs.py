@@ -82,22 +82,15 @@ def render_markdown() -> str:
     for path, default, doc, esc in describe_keys():
         group = path.split(".", 1)[0]
         if group != section:
+            if section is not None:
+                lines.append("")
             lines += [f"## `{group}`", "", "| Key | Default | Meaning | ESC preference |"]
             lines.append("|---|---|---|---|")
             section = group
         shown = _scalar(default).replace("|", "\\|")
         cell = doc.replace("|", "\\|")
         lines.append(f"| `{path}` | `{shown}` | {cell} | {f'`{esc}`' if esc else ''} |")
-        if section is not None and _is_last_in_group(path):
-            lines.append("")
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _is_last_in_group(path: str) -> bool:
-    keys = [row[0] for row in describe_keys()]
-    index = keys.index(path)
-    group = path.split(".", 1)[0]
-    return index + 1 == len(keys) or keys[index + 1].split(".", 1)[0] != group
 
 
 def main(argv: list[str] | None = None) -> int:
