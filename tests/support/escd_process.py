@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The escd daemon as a subprocess, for system tests and the benchmark.
+"""The escd daemon as a subprocess, for the system tests.
 
 ``EscdProcess`` starts ``.venv/bin/escd`` with a given environment, reads its stderr on
 a thread (every line kept, and waited for with a condition, never by polling) and stops
