@@ -204,6 +204,9 @@ async def _operation(client: EscdClient, args: argparse.Namespace) -> int:
     except OSError as exc:
         complain(f"cannot read {exc.filename}: {exc.strerror}")
         return EXIT_FAILED
+    except ValueError as exc:  # not UTF-8; the text names the file, not its bytes
+        complain(str(exc))
+        return EXIT_FAILED
     token = await client.find_token(args.token)
     token_id = token_id_from_path(token)
     if command == "format" and not args.force:

@@ -63,8 +63,15 @@ def fingerprint_argument(text: str) -> str:
 
 
 def read_secret_file(path: Path) -> Secret:
-    """The first line of ``path`` without its line ending (a secret for one run)."""
-    text = path.read_text(encoding="utf-8")
+    """The first line of ``path`` without its line ending (a secret for one run).
+
+    ``OSError`` when it cannot be read; ``ValueError`` when it is not UTF-8, whose text
+    names the file only (a decoding error would quote a byte of the secret and where).
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
     return Secret(text.splitlines()[0] if text else "")
 
 
